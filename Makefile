@@ -1,0 +1,47 @@
+# Every target does its own set-up: on a fresh machine `make demo` and `make test` just work.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of PyTorch. On a CUDA machine: make TORCH='torch' (or install your torch first).
+TORCH ?= torch==2.13.0
+EXTRAS ?= all,dev
+
+.PHONY: setup system-deps demo test test-fast lint format bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+system-deps:
+	bash scripts/system-deps.sh
+
+## Caption the sample photos with the default model (downloads it on first use).
+demo: setup
+	$(PY) scripts/sample_photos.py examples/photos
+	$(VENV)/bin/blipcap caption examples/photos --format jsonl
+
+## Everything the tests need, then the whole suite.
+test: setup system-deps
+	# exit 5 means no test was collected (e.g. a filtered run): not a failure
+	$(PY) -m pytest -q -ra || [ $$? -eq 5 ]
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: setup
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/core.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

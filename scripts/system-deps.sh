@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# System packages the test suite uses for real components: Tesseract OCR,
+# Chromium (a real browser for web tests), Java (the COCO metrics), PostgreSQL.
+# Installs only what is missing; needs root (or sudo) for apt-get.
+set -euo pipefail
+
+need=()
+command -v tesseract >/dev/null || need+=(tesseract-ocr)
+command -v chromium >/dev/null || need+=(chromium chromium-driver)
+command -v java >/dev/null || need+=(default-jre-headless)
+command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+
+if ((${#need[@]})); then
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  echo "installing system packages: ${need[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

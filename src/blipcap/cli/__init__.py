@@ -1,0 +1,52 @@
+"""The ``blipcap`` command.
+
+Each sub-command lives in its own module and is imported only when it runs,
+so ``blipcap --help`` stays instant and a missing extra only affects the
+command that needs it. Exit codes: 0 success, 1 some items failed, 2 usage
+error.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from .. import __version__
+
+# name -> "module:attribute" of a click command. Add a line to register a command.
+COMMANDS: dict[str, str] = {
+    "caption": "blipcap.cli.caption:caption",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, prog_name="blipcap")
+def main() -> None:
+    """Turn images into useful text with BLIP.
+
+    \b
+    Examples:
+      blipcap caption photos/ > captions.jsonl
+      blipcap caption cat.jpg --preset coco --format plain
+      blipcap caption "shots/*.png" --backend onnx --model ./blip-onnx
+
+    The default model is Salesforce/blip-image-captioning-large, downloaded on
+    first use into the Hugging Face cache. Set BLIPCAP_MODEL or pass --model to
+    use another hub id, a local directory, or an exported ONNX directory.
+    """
