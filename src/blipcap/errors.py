@@ -67,3 +67,11 @@ class FetchError(InputError):
 
 class OutOfMemoryError(BlipcapError):
     """The model ran out of memory even at batch size 1."""
+
+
+class MissingSystemDependencyError(BlipcapError):
+    """A program outside Python is missing (e.g. Java, which the COCO caption metrics run on)."""
+
+
+class EvaluationError(BlipcapError):
+    """An annotation, predictions or golden-captions file that cannot be used as given."""

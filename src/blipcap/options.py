@@ -80,21 +80,6 @@ class CaptionOptions:
 
 OPTION_NAMES = frozenset(f.name for f in fields(CaptionOptions))
 
-PRESETS: dict[str, CaptionOptions] = {
-    # Greedy, up to 30 new tokens, no prompt, no penalties, artifacts cleaned.
-    "default": CaptionOptions(),
-    # The BLIP paper's COCO protocol (salesforce/BLIP configs/caption_coco.yaml):
-    # beam 3, max_length 20 and min_length 5 counted with the prompt.
-    "coco": CaptionOptions(
-        num_beams=3,
-        max_new_tokens=None,
-        max_length=20,
-        min_length=5,
-        prompt="a picture of ",
-    ),
-}
-
-
 def resolve_options(
     options: CaptionOptions | None = None, preset: str | None = None, **overrides: Any
 ) -> CaptionOptions:
@@ -163,3 +148,18 @@ def _validate(o: CaptionOptions) -> None:
         bad(f"repetition_penalty must be > 0, got {o.repetition_penalty}")
     if o.no_repeat_ngram_size < 0:
         bad(f"no_repeat_ngram_size must be >= 0, got {o.no_repeat_ngram_size}")
+
+
+PRESETS: dict[str, CaptionOptions] = {
+    # Greedy, up to 30 new tokens, no prompt, no penalties, artifacts cleaned.
+    "default": CaptionOptions(),
+    # The BLIP paper's COCO protocol (salesforce/BLIP configs/caption_coco.yaml):
+    # beam 3, max_length 20 and min_length 5 counted with the prompt.
+    "coco": CaptionOptions(
+        num_beams=3,
+        max_new_tokens=None,
+        max_length=20,
+        min_length=5,
+        prompt="a picture of ",
+    ),
+}

@@ -1,0 +1,92 @@
+"""The PyTorch backend: the lean BLIP model on CPU or CUDA, fp32/fp16/bf16."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .._optional import require
+from ..arrays import TorchOps
+from ..errors import BackendError
+from ..model.config import BlipConfig
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def resolve_device(device: str) -> str:
+    torch = require("torch", "torch", "the torch backend")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendError(
+            "--device cuda was requested but PyTorch sees no CUDA GPU; use --device cpu, or "
+            "install a CUDA build of torch (https://pytorch.org/get-started/locally/)"
+        )
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    torch = require("torch", "torch", "the torch backend")
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return "float32"
+    if dtype not in DTYPES:
+        raise BackendError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return dtype
+
+
+class TorchSession:
+    """Decoder state for one batch: shared cross-attention K/V, preallocated self-attention cache."""
+
+    def __init__(self, backend: TorchBackend, pixel_values: np.ndarray, rows_per_image: int, max_len: int):
+        torch = backend.torch
+        model = backend.model
+        self.backend = backend
+        self.rows_per_image = rows_per_image
+        pixels = torch.from_numpy(np.ascontiguousarray(pixel_values))
+        if backend.device.startswith("cuda"):
+            pixels = pixels.pin_memory().to(backend.device, non_blocking=True)
+        with torch.no_grad():
+            image_embeds = model.vision_model(pixels.to(backend.dtype))
+            self.cross = model.text_decoder.cross_kv(image_embeds)
+            rows = pixel_values.shape[0] * rows_per_image
+            self.cache = model.text_decoder.new_cache(rows, max_len, backend.device, backend.dtype)
+
+    def step(self, input_ids):
+        torch = self.backend.torch
+        with torch.no_grad():
+            logits = self.backend.model.text_decoder(
+                input_ids, self.cache, self.cross, self.rows_per_image
+            )
+        return logits.float()
+
+    def reorder(self, rows) -> None:
+        with self.backend.torch.no_grad():
+            self.cache.reorder(rows)
+
+
+class TorchBackend:
+    """Loads a Hugging Face BLIP checkpoint into the lean model."""
+
+    name = "torch"
+
+    def __init__(self, directory: Path, config: BlipConfig, device: str = "auto", dtype: str = "auto"):
+        self.torch = require("torch", "torch", "the torch backend")
+        from ..model.weights import load_model
+
+        self.device = resolve_device(device)
+        self.dtype_name = resolve_dtype(dtype, self.device)
+        self.dtype = getattr(self.torch, self.dtype_name)
+        self.config = config
+        self.model = load_model(directory, config, self.dtype, self.device)
+        self.ops = TorchOps(self.device)
+
+    def start(self, pixel_values: np.ndarray, rows_per_image: int, max_len: int) -> TorchSession:
+        if max_len > self.config.text.max_position_embeddings:
+            raise BackendError(
+                f"a total length of {max_len} tokens exceeds the model's "
+                f"{self.config.text.max_position_embeddings} positions; lower --max-new-tokens"
+            )
+        return TorchSession(self, pixel_values, rows_per_image, max_len)

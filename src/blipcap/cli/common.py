@@ -1,0 +1,136 @@
+"""Options shared by every command that runs the model, defined once."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..errors import BlipcapError
+
+DEFAULT_MODEL = "Salesforce/blip-image-captioning-large"
+
+
+def model_options(f: Callable) -> Callable:
+    """--model, --backend, --device, --dtype (every command that runs the model takes these)."""
+    decorators = [
+        click.option(
+            "--model",
+            "-m",
+            envvar="BLIPCAP_MODEL",
+            default=None,
+            metavar="M",
+            help="Hub id, local Hugging Face directory, or exported ONNX directory "
+            f"[env BLIPCAP_MODEL; default {DEFAULT_MODEL}].",
+        ),
+        click.option(
+            "--backend",
+            type=click.Choice(["auto", "torch", "onnx"]),
+            default="auto",
+            show_default=True,
+            help="Inference backend; auto picks onnx for an exported directory, else torch.",
+        ),
+        click.option(
+            "--device",
+            type=click.Choice(["auto", "cpu", "cuda"]),
+            default="auto",
+            show_default=True,
+            help="Where to run; auto uses CUDA when available.",
+        ),
+        click.option(
+            "--dtype",
+            type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
+            default="auto",
+            show_default=True,
+            help="Weights and activations; auto is float32 on CPU, bfloat16/float16 on CUDA.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        f = decorator(f)
+    return f
+
+
+def decoding_options(f: Callable) -> Callable:
+    """Decoding flags mapping 1:1 onto CaptionOptions fields (None = keep the preset's value)."""
+    decorators = [
+        click.option(
+            "--preset",
+            type=click.Choice(["default", "coco"]),
+            default=None,
+            help="default: greedy, 30 new tokens, artifacts cleaned. "
+            "coco: the paper's protocol (beam 3, length 5..20 with the prompt 'a picture of ').",
+        ),
+        click.option("--beams", "num_beams", type=click.IntRange(min=1), default=None, help="Beam width."),
+        click.option("--max-new-tokens", type=click.IntRange(min=1), default=None),
+        click.option("--min-new-tokens", type=click.IntRange(min=0), default=None),
+        click.option("--prompt", default=None, help="Conditional captioning: continue this text."),
+        click.option("--sample", "do_sample", is_flag=True, default=None, help="Nucleus sampling."),
+        click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None),
+        click.option("--temperature", type=click.FloatRange(0, min_open=True), default=None),
+        click.option("--num-captions", type=click.IntRange(min=1), default=None, help="Captions per image (K)."),
+        click.option("--repetition-penalty", type=click.FloatRange(0, min_open=True), default=None),
+        click.option("--seed", type=int, default=None, help="Seed for --sample."),
+    ]
+    for decorator in reversed(decorators):
+        f = decorator(f)
+    return f
+
+
+DECODING_FLAG_NAMES = (
+    "num_beams",
+    "max_new_tokens",
+    "min_new_tokens",
+    "prompt",
+    "do_sample",
+    "top_p",
+    "temperature",
+    "num_captions",
+    "repetition_penalty",
+    "seed",
+)
+
+
+def pop_decoding_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Remove the decoding flags from a command's kwargs and return them as CaptionOptions overrides."""
+    overrides = {name: kwargs.pop(name, None) for name in DECODING_FLAG_NAMES}
+    overrides["preset"] = kwargs.pop("preset", None)
+    return overrides
+
+
+def open_captioner(model: str | None, backend: str, device: str, dtype: str):
+    """The process-wide Captioner for these settings, with a clean CLI error on failure."""
+    from ..captioner import get_captioner
+
+    try:
+        return get_captioner(model=model, backend=backend, device=device, dtype=dtype)
+    except BlipcapError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def warn(message: str) -> None:
+    click.echo(f"blipcap: {message}", err=True)
+
+
+def show_progress() -> bool:
+    """Progress bars go to stderr, only when it is a terminal (or forced by BLIPCAP_PROGRESS=1)."""
+    forced = os.environ.get("BLIPCAP_PROGRESS")
+    if forced is not None:
+        return forced not in ("", "0")
+    return sys.stderr.isatty()
+
+
+def cli_errors(f: Callable) -> Callable:
+    """Turn BlipcapError into a clean message and exit code 2 instead of a traceback."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except BlipcapError as exc:
+            raise click.UsageError(str(exc)) from exc
+
+    return wrapper

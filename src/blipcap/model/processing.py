@@ -1,0 +1,119 @@
+"""Tokenizer and image preprocessing, identical to transformers' ``BlipProcessor``.
+
+Needs only numpy, Pillow and tokenizers, so the ONNX backend runs without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ModelLoadError
+
+# The OpenAI CLIP statistics BLIP was trained with (transformers' defaults).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ImagePreprocessor:
+    """RGB PIL image -> normalized float32 CHW array, exactly as ``BlipImageProcessor`` (PIL path)."""
+
+    def __init__(
+        self,
+        height: int = 384,
+        width: int = 384,
+        mean=CLIP_MEAN,
+        std=CLIP_STD,
+        rescale_factor: float = 1 / 255,
+        resample: int = Image.Resampling.BICUBIC,
+    ):
+        self.size = (height, width)
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+        self.rescale_factor = rescale_factor
+        self.resample = resample
+
+    @classmethod
+    def from_dir(cls, directory: Path, image_size: int) -> ImagePreprocessor:
+        """Read preprocessor_config.json (published repos) or the nested processor_config.json."""
+        raw: dict = {}
+        flat, nested = directory / "preprocessor_config.json", directory / "processor_config.json"
+        try:
+            if flat.exists():
+                raw = json.loads(flat.read_text())
+            elif nested.exists():
+                raw = json.loads(nested.read_text()).get("image_processor", {})
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot read the preprocessing config in {directory}: {exc}") from exc
+        size = raw.get("size") or {}
+        if isinstance(size, int):
+            size = {"height": size, "width": size}
+        return cls(
+            height=size.get("height", image_size),
+            width=size.get("width", image_size),
+            mean=raw.get("image_mean", CLIP_MEAN),
+            std=raw.get("image_std", CLIP_STD),
+            rescale_factor=raw.get("rescale_factor", 1 / 255),
+            resample=raw.get("resample", Image.Resampling.BICUBIC),
+        )
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        h, w = self.size
+        pixels = np.asarray(image.resize((w, h), resample=self.resample), dtype=np.uint8)
+        # Same arithmetic as transformers: rescale in float64, then normalize in float32.
+        x = (pixels.transpose(2, 0, 1).astype(np.float64) * self.rescale_factor).astype(np.float32)
+        return (x - self.mean) / self.std
+
+    def batch(self, images: list[Image.Image]) -> np.ndarray:
+        return np.stack([self(im) for im in images])
+
+
+_CLEANUPS = [
+    (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
+    (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
+]  # fmt: skip
+
+
+class Tokenizer:
+    """BLIP's BERT WordPiece tokenizer via the ``tokenizers`` library."""
+
+    def __init__(self, directory: Path, bos_token_id: int, sep_token_id: int, pad_token_id: int):
+        from tokenizers import Tokenizer as HFTokenizer
+
+        path = directory / "tokenizer.json"
+        if not path.exists():
+            raise ModelLoadError(f"tokenizer.json is missing from {directory}")
+        try:
+            self._tok = HFTokenizer.from_file(str(path))
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+        # Some tokenizer.json files carry fixed padding/truncation for other tasks.
+        self._tok.no_padding()
+        self._tok.no_truncation()
+        self.bos_token_id = bos_token_id
+        self.eos_token_id = sep_token_id  # BLIP ends captions with [SEP]
+        self.pad_token_id = pad_token_id
+        self.special_ids = {bos_token_id, sep_token_id, pad_token_id}
+        for token in ("[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]", "[DEC]", "[ENC]"):
+            tid = self._tok.token_to_id(token)
+            if tid is not None and token != "[UNK]":
+                self.special_ids.add(tid)
+
+    def prompt_ids(self, prompt: str | None) -> list[int]:
+        """``[DEC]`` followed by the prompt's tokens - what BlipForConditionalGeneration feeds the decoder."""
+        if not prompt:
+            return [self.bos_token_id]
+        return [self.bos_token_id, *self._tok.encode(prompt, add_special_tokens=False).ids]
+
+    def decode(self, ids) -> str:
+        ids = [int(i) for i in ids if int(i) not in self.special_ids]
+        text = self._tok.decode(ids, skip_special_tokens=True)
+        for old, new in _CLEANUPS:
+            text = text.replace(old, new)
+        return re.sub(r"\s+", " ", text).strip()

@@ -1,0 +1,114 @@
+"""Load a Hugging Face BLIP checkpoint into the lean PyTorch model by key name."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ModelLoadError
+from .config import BlipConfig
+from .text import TextDecoder
+from .vision import VisionModel
+
+# Keys of the published checkpoints that captioning does not use (ITM/ITC heads,
+# buffers written by older transformers releases).
+_IGNORED_PREFIXES = ("text_encoder.", "vision_proj.", "text_proj.", "itm_head.", "logit_scale")
+_IGNORED_SUFFIXES = ("position_ids",)
+_TIED = {
+    # tie_word_embeddings: the LM head shares the input embeddings
+    "text_decoder.cls.predictions.decoder.weight": "text_decoder.bert.embeddings.word_embeddings.weight",
+    "text_decoder.cls.predictions.decoder.bias": "text_decoder.cls.predictions.bias",
+}
+
+
+class BlipCaptioningModel(nn.Module):
+    """The two halves of BlipForConditionalGeneration that captioning needs."""
+
+    def __init__(self, config: BlipConfig):
+        super().__init__()
+        self.config = config
+        self.vision_model = VisionModel(config.vision)
+        self.text_decoder = TextDecoder(config.text)
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The checkpoint's weight files: safetensors (single or sharded) first, else pytorch_model.bin."""
+    single = directory / "model.safetensors"
+    if single.exists():
+        return [single]
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [directory / s for s in shards]
+    pickle = directory / "pytorch_model.bin"
+    if pickle.exists():
+        return [pickle]
+    raise ModelLoadError(
+        f"no weights in {directory}: expected model.safetensors (or a sharded "
+        "model.safetensors.index.json, or pytorch_model.bin)"
+    )
+
+
+def read_state_dict(files: Iterable[Path]) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        try:
+            if f.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                state.update(load_file(str(f)))
+            else:
+                # weights_only: a checkpoint must never be able to run code on load.
+                state.update(torch.load(f, map_location="cpu", weights_only=True))
+        except Exception as exc:  # noqa: BLE001 - any failure here means a bad file
+            raise ModelLoadError(
+                f"could not read weights from {f}: {exc}. The file may be truncated or corrupt; "
+                "delete it and download the model again"
+            ) from exc
+    return state
+
+
+def load_model(directory: Path, config: BlipConfig, dtype: torch.dtype, device) -> BlipCaptioningModel:
+    """Build the model and load the checkpoint in ``directory``; strict about missing keys and shapes."""
+    with torch.device("meta"):
+        model = BlipCaptioningModel(config)
+    expected = model.state_dict()
+    state = read_state_dict(weight_files(directory))
+    state = {
+        k: v
+        for k, v in state.items()
+        if not k.startswith(_IGNORED_PREFIXES) and not k.endswith(_IGNORED_SUFFIXES)
+    }
+    for key, source in _TIED.items():
+        if key not in state and source in state:
+            state[key] = state[source]
+    state.pop("text_decoder.cls.predictions.bias", None)  # an alias of decoder.bias
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise ModelLoadError(
+            f"the checkpoint in {directory} lacks {len(missing)} weight(s) the captioning model "
+            f"needs, e.g. {missing[:3]}. Is it a BLIP *captioning* checkpoint "
+            "(BlipForConditionalGeneration)?"
+        )
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise ModelLoadError(
+            f"the checkpoint in {directory} has {len(unexpected)} unexpected weight(s), e.g. "
+            f"{unexpected[:3]}; it does not match its config.json"
+        )
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise ModelLoadError(
+                f"weight {key} has shape {tuple(state[key].shape)} in the checkpoint but "
+                f"config.json implies {tuple(tensor.shape)}"
+            )
+    converted: dict[int, torch.Tensor] = {}  # tied weights stay one tensor after conversion
+    state = {
+        k: converted.setdefault(id(v), v.to(device=device, dtype=dtype)) for k, v in state.items()
+    }
+    model.load_state_dict(state, assign=True, strict=True)
+    return model.eval().requires_grad_(False)
