@@ -12,9 +12,10 @@ fetched with ``huggingface_hub.snapshot_download`` into its usual cache
 File digests (``ModelFiles.files``) are sha256 of the file contents, obtained
 without re-reading 1.8 GB on every run:
 
-* a hub-cache file that links to ``blobs/<64 hex>`` is a Git LFS object, and
-  the hub names LFS blobs by the sha256 of their contents: that name is the
-  digest (the same value the hub shows as the file's "SHA256");
+* a hub-cache file that links to ``blobs/<64 hex>`` is a Git LFS (or Xet)
+  object, which huggingface_hub stores under the sha256 the hub declares for
+  its contents (the file's "SHA256" on the hub): that name is the digest. It
+  is not re-read to confirm it; ``hf cache verify <model id>`` does that;
 * any other file is hashed once with a streaming sha256; the digest is kept in
   a small sidecar under ``~/.cache/blipcap/sha256/`` (``$BLIPCAP_CACHE_DIR``
   or ``$XDG_CACHE_HOME/blipcap`` if set) keyed by the file's real path, size,
@@ -33,6 +34,7 @@ import json
 import os
 import re
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -103,6 +105,10 @@ class ModelFiles:
     files: dict[str, str] = field(default_factory=dict)
     """File name relative to ``path`` (posix) -> sha256 hex digest."""
     source: Literal["hub", "local"] = "local"
+
+    def __hash__(self) -> int:
+        # config and files are dicts; these four fields already pin the model down.
+        return hash((self.model_id, self.path, self.kind, self.revision))
 
     @property
     def weight_files(self) -> list[Path]:
@@ -274,7 +280,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     digest = _hash_file(real, st.st_size, p.name)
     try:  # best effort: a read-only home just means hashing again next time
         sidecar.parent.mkdir(parents=True, exist_ok=True)
-        tmp = sidecar.with_name(f"{sidecar.name}.{os.getpid()}.tmp")
+        tmp = sidecar.with_name(f"{sidecar.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps({**key, "sha256": digest}))
         os.replace(tmp, sidecar)
     except OSError:

@@ -98,6 +98,9 @@ def test_local_directory_resolves(tiny_checkpoint):
     for name, digest in mf.files.items():
         assert digest == sha256(tiny_checkpoint / name), name
     assert mf.revision == expected_revision(mf.files)
+    assert hash(mf) == hash(resolve_model(str(tiny_checkpoint))) and mf == resolve_model(
+        str(tiny_checkpoint)
+    )
 
 
 def test_revision_is_stable_and_follows_the_contents(model_dir, tmp_path):
