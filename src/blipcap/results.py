@@ -30,6 +30,8 @@ class Provenance:
     options: dict[str, Any]
     blipcap_version: str
     machine_generated: bool = True
+    random_weights: bool = False
+    """True for random-weight test checkpoints: the text is meaningless, never a real caption."""
 
 
 @dataclass(frozen=True)
@@ -64,4 +66,6 @@ class Caption:
                 machine_generated=p.machine_generated,
                 blipcap_version=p.blipcap_version,
             )
+            if p.random_weights:
+                record["random_weights"] = True
         return record

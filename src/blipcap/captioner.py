@@ -1,0 +1,280 @@
+"""Captioner: load a model once, then turn images into captions in input order.
+
+The pipeline per call: inputs are decoded (and preprocessed) by a pool of
+worker threads a window ahead of the model, so the model never waits on JPEG
+decoding; decoded images are grouped into batches; each batch runs through
+the backend-neutral decoding; results come back in input order, one
+:class:`~blipcap.results.Caption` per input. A bad input becomes an item
+error and the batch carries on.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .decoding import SpecialTokens, generate
+from .errors import BackendError, InputError, OptionsError
+from .hub import ModelFiles, resolve_model
+from .images import DEFAULT_LIMITS, ImageLimits, load_image
+from .model.config import BlipConfig
+from .model.processing import ImagePreprocessor, Tokenizer
+from .options import CaptionOptions, resolve_options
+from .results import Caption, ItemError, Provenance
+
+BACKENDS = ("auto", "torch", "onnx")
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One input after decoding: pixels ready for the model, or the reason it failed."""
+
+    label: str | None
+    pixels: np.ndarray | None = None
+    error: ItemError | None = None
+
+
+def _label(source: Any) -> str | None:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    name = getattr(source, "filename", None) or getattr(source, "name", None)
+    return str(name) if name else None
+
+
+def is_url(source: Any) -> bool:
+    return isinstance(source, str) and source.lower().startswith(("http://", "https://"))
+
+
+class Captioner:
+    """A loaded BLIP captioning model.
+
+    ``model``: hub id, local Hugging Face directory or exported ONNX directory
+    (default ``$BLIPCAP_MODEL`` or ``Salesforce/blip-image-captioning-large``).
+    ``backend``: ``"auto"`` (ONNX for an exported directory, else torch),
+    ``"torch"`` or ``"onnx"``. ``device``: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    ``dtype``: ``"auto"``, ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        backend: str = "auto",
+        device: str = "auto",
+        dtype: str = "auto",
+        *,
+        revision: str | None = None,
+        limits: ImageLimits = DEFAULT_LIMITS,
+        decode_workers: int | None = None,
+    ):
+        if backend not in BACKENDS:
+            raise OptionsError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.files: ModelFiles = resolve_model(model, revision=revision)
+        if backend == "auto":
+            backend = "onnx" if self.files.kind == "onnx" else "torch"
+        self.config = BlipConfig.from_dict(self.files.config or {})
+        self.backend = _create_backend(backend, self.files, self.config, device, dtype)
+        self.preprocess = ImagePreprocessor.from_dir(self.files.path, self.config.vision.image_size)
+        t = self.config.text
+        self.tokenizer = Tokenizer(self.files.path, t.bos_token_id, t.sep_token_id, t.pad_token_id)
+        self.special = SpecialTokens(eos=t.sep_token_id, pad=t.pad_token_id)
+        self.limits = limits
+        self.decode_workers = decode_workers or min(8, max(2, os.cpu_count() or 2))
+
+    # -- what the model is -------------------------------------------------------------
+
+    @property
+    def model_id(self) -> str:
+        return self.files.model_id
+
+    @property
+    def random_weights(self) -> bool:
+        """True for random-weight test checkpoints (their output is meaningless)."""
+        return self.config.random_weights
+
+    @property
+    def device(self) -> str:
+        return self.backend.device
+
+    @property
+    def dtype(self) -> str:
+        return self.backend.dtype_name
+
+    def provenance_for(self, options: CaptionOptions) -> Provenance:
+        return Provenance(
+            model=self.files.model_id,
+            revision=self.files.revision,
+            backend=self.backend.name,
+            dtype=self.backend.dtype_name,
+            device=self.backend.device,
+            options=options.to_dict(),
+            blipcap_version=__version__,
+            random_weights=self.random_weights,
+        )
+
+    # -- captioning ---------------------------------------------------------------------
+
+    def caption(
+        self,
+        images: Iterable[Any],
+        preset: str | None = None,
+        options: CaptionOptions | None = None,
+        batch_size: int | str = "auto",
+        progress: bool = False,
+        **overrides: Any,
+    ) -> list[Caption]:
+        """Caption ``images`` (paths, URLs, bytes, PIL images); one result per input, in order."""
+        return list(self.caption_iter(images, preset, options, batch_size, progress, **overrides))
+
+    def caption_iter(
+        self,
+        images: Iterable[Any],
+        preset: str | None = None,
+        options: CaptionOptions | None = None,
+        batch_size: int | str = "auto",
+        progress: bool = False,
+        **overrides: Any,
+    ) -> Iterator[Caption]:
+        """Like :meth:`caption`, but lazy: results are yielded as their batch finishes."""
+        opts = resolve_options(options, preset, **overrides)
+        size = self.batch_size_for(opts, batch_size)
+        provenance = self.provenance_for(opts)
+        bar = _progress_bar(images, progress)
+        try:
+            batch: list[_Prepared] = []
+            for prepared in self._prepare(images, window=max(2 * size, 2 * self.decode_workers)):
+                batch.append(prepared)
+                if len(batch) == size:
+                    yield from self._run_batch(batch, opts, provenance, bar)
+                    batch = []
+            if batch:
+                yield from self._run_batch(batch, opts, provenance, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def batch_size_for(self, options: CaptionOptions, batch_size: int | str) -> int:
+        if batch_size == "auto":
+            return 32 if self.backend.device.startswith("cuda") else 8
+        try:
+            size = int(batch_size)
+        except (TypeError, ValueError):
+            size = 0
+        if size < 1:
+            raise OptionsError(f"batch_size must be 'auto' or a positive integer, got {batch_size!r}")
+        return size
+
+    def generate_tokens(self, pixels: np.ndarray, options: CaptionOptions) -> list[list[list[int]]]:
+        """Model step for one batch of preprocessed images: token ids per image per caption."""
+        return generate(self.backend, pixels, self.tokenizer.prompt_ids(options.prompt), options, self.special)
+
+    def _run_batch(self, batch: list[_Prepared], opts, provenance, bar) -> Iterator[Caption]:
+        good = [p for p in batch if p.pixels is not None]
+        texts: list[list[str]] = []
+        if good:
+            tokens = self.generate_tokens(np.stack([p.pixels for p in good]), opts)
+            texts = [[self._text(t, opts) for t in per_image] for per_image in tokens]
+        it = iter(texts)
+        for p in batch:
+            if p.pixels is None:
+                result = Caption(path=p.label, caption=None, error=p.error, provenance=provenance)
+            else:
+                captions = next(it)
+                result = Caption(
+                    path=p.label, caption=captions[0], captions=captions, provenance=provenance
+                )
+            if bar is not None:
+                bar.update(1)
+            yield result
+
+    def _text(self, tokens: list[int], opts: CaptionOptions) -> str:
+        if opts.prompt and not opts.strip_prompt:
+            tokens = self.tokenizer.prompt_ids(opts.prompt)[1:] + tokens
+        text = self.tokenizer.decode(tokens)
+        if opts.clean_artifacts:
+            from .text import clean_caption
+
+            text = clean_caption(text)
+        return text
+
+    # -- input decoding -----------------------------------------------------------------
+
+    def load(self, source: Any) -> np.ndarray:
+        """Decode one input safely and preprocess it to model pixels (raises InputError)."""
+        if is_url(source):
+            from .fetch import fetch_url
+
+            data = fetch_url(source, max_bytes=self.limits.max_bytes).data
+            image = load_image(data, self.limits, name=source)
+        else:
+            image = load_image(source, self.limits)
+        return self.preprocess(image)
+
+    def _prepare_one(self, source: Any) -> _Prepared:
+        label = _label(source)
+        try:
+            return _Prepared(label, pixels=self.load(source))
+        except InputError as exc:
+            return _Prepared(label, error=ItemError.from_exception(exc))
+        except (OSError, ValueError) as exc:  # anything else about reading this one input
+            return _Prepared(label, error=ItemError.from_exception(exc))
+
+    def _prepare(self, images: Iterable[Any], window: int) -> Iterator[_Prepared]:
+        """Decode in worker threads, a bounded window ahead, yielding in input order."""
+        with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="blipcap-decode") as pool:
+            pending: deque[Future[_Prepared]] = deque()
+            for source in images:
+                pending.append(pool.submit(self._prepare_one, source))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+
+def _create_backend(name: str, files: ModelFiles, config: BlipConfig, device: str, dtype: str):
+    if name == "torch":
+        if files.kind == "onnx":
+            raise BackendError(
+                f"{files.path} is an exported ONNX directory; use --backend onnx (or auto), "
+                "or point --model at the Hugging Face checkpoint for the torch backend"
+            )
+        from .backends.torch import TorchBackend
+
+        return TorchBackend(files.path, config, device=device, dtype=dtype)
+    from .backends.onnx import OnnxBackend
+
+    return OnnxBackend.from_files(files, config, device=device, dtype=dtype)
+
+
+def _progress_bar(images: Iterable[Any], enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    total = len(images) if hasattr(images, "__len__") else None  # type: ignore[arg-type]
+    return tqdm(total=total, unit="img", desc="captioning", dynamic_ncols=True)
+
+
+_SHARED: dict[tuple, Captioner] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def get_captioner(
+    model: str | os.PathLike[str] | None = None,
+    backend: str = "auto",
+    device: str = "auto",
+    dtype: str = "auto",
+) -> Captioner:
+    """The one Captioner of this process for these settings (CLI, server and indexer share it)."""
+    key = (os.fspath(model) if model is not None else None, backend, device, dtype)
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = Captioner(model, backend=backend, device=device, dtype=dtype)
+        return _SHARED[key]
