@@ -24,7 +24,7 @@ from . import __version__
 from .decoding import SpecialTokens, generate
 from .errors import BackendError, InputError, OptionsError
 from .hub import ModelFiles, resolve_model
-from .images import DEFAULT_LIMITS, ImageLimits, load_image
+from .images import DEFAULT_LIMITS, ImageInput, ImageLimits, load_image, load_input
 from .model.config import BlipConfig
 from .model.processing import ImagePreprocessor, Tokenizer
 from .options import CaptionOptions, resolve_options
@@ -43,6 +43,8 @@ class _Prepared:
 
 
 def _label(source: Any) -> str | None:
+    if isinstance(source, ImageInput):
+        return source.label
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
     name = getattr(source, "filename", None) or getattr(source, "name", None)
@@ -208,7 +210,9 @@ class Captioner:
 
     def load(self, source: Any) -> np.ndarray:
         """Decode one input safely and preprocess it to model pixels (raises InputError)."""
-        if is_url(source):
+        if isinstance(source, ImageInput):
+            image = load_input(source, self.limits)
+        elif is_url(source):
             from .fetch import fetch_url
 
             data = fetch_url(source, max_bytes=self.limits.max_bytes).data

@@ -29,7 +29,17 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, _, attr = target.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ImportError as exc:
+            # Listing commands must not fail because one command's extra is missing.
+            message = f"unavailable: {exc}"
+
+            @click.command(name, help=message, short_help=message)
+            def unavailable() -> None:
+                raise click.ClickException(f"'blipcap {name}' is {message}")
+
+            return unavailable
 
 
 @click.group(

@@ -1,0 +1,157 @@
+"""``blipcap caption``: caption files, folders, globs, URLs or stdin."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import click
+
+from ..errors import BlipcapError
+from ..results import Caption
+from .common import (
+    cli_errors,
+    decoding_options,
+    model_options,
+    open_captioner,
+    pop_decoding_options,
+    show_progress,
+    warn,
+)
+
+FORMATS = ("jsonl", "plain", "csv")
+
+
+@click.command(
+    "caption",
+    epilog="""\b
+Examples:
+  blipcap caption photos/                          # JSON Lines, one record per image
+  blipcap caption a.jpg b.png --format plain       # path<TAB>caption
+  blipcap caption "shots/**/*.jpg" --preset coco --output captions.jsonl
+  blipcap caption https://example.org/cat.jpg --beams 3 --num-captions 3
+  cat photo.jpg | blipcap caption -
+  blipcap caption photos/ --prompt "a photograph of" --max-new-tokens 40
+
+Exit status: 0 when every image was captioned, 1 when some failed (their
+records carry an "error"), 2 on usage errors.
+""",
+)
+@click.argument("inputs", nargs=-1, required=True, metavar="PATH|DIR|GLOB|URL|-...")
+@model_options
+@decoding_options
+@click.option(
+    "--batch-size",
+    default="auto",
+    show_default=True,
+    metavar="auto|N",
+    help="Images per model batch; auto sizes batches to the available memory.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="jsonl",
+    show_default=True,
+    help="jsonl: one JSON record per input (with provenance); plain: path<TAB>caption; csv.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Write here instead of stdout (atomically: the file appears complete or not at all).",
+)
+@click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar on stderr [default: when stderr is a terminal].",
+)
+@cli_errors
+def caption(inputs, model, backend, device, dtype, batch_size, fmt, output, no_recursive, progress, **flags):
+    """Caption images: files, folders (recursively), glob patterns, http(s) URLs, or - for stdin.
+
+    Results come out in input order, one per input. An unreadable image gets a
+    record with an "error" and the run carries on.
+    """
+    from ..images import expand_inputs
+
+    overrides = pop_decoding_options(flags)
+    preset = overrides.pop("preset")
+    if batch_size != "auto" and not str(batch_size).isdigit():
+        raise click.BadParameter("use 'auto' or a positive integer", param_hint="--batch-size")
+    items = list(expand_inputs(list(inputs), recursive=not no_recursive))
+    cap = open_captioner(model, backend, device, dtype)
+    if cap.random_weights:
+        warn("this model has RANDOM weights (a test checkpoint): its captions are meaningless")
+    failed = 0
+    with _open_output(output) as out:
+        writer = _writer(fmt, out)
+        results = cap.caption_iter(
+            items,
+            preset=preset,
+            batch_size=batch_size,
+            progress=show_progress() if progress is None else progress,
+            **overrides,
+        )
+        for result in results:
+            failed += not result.ok
+            writer(result)
+            out.flush()
+    if failed:
+        warn(f"{failed} of {len(items)} input(s) failed; see the 'error' field of their records")
+        sys.exit(1)
+
+
+def _writer(fmt: str, out: IO[str]):
+    if fmt == "jsonl":
+        return lambda r: out.write(json.dumps(r.to_record(), ensure_ascii=False) + "\n")
+    if fmt == "plain":
+
+        def plain(r: Caption) -> None:
+            text = r.caption if r.ok else f"ERROR {r.error.type}: {r.error.message}"
+            out.write(f"{r.path}\t{_one_line(text)}\n")
+
+        return plain
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["path", "caption", "captions", "error"])
+
+    def as_csv(r: Caption) -> None:
+        error = f"{r.error.type}: {r.error.message}" if r.error else ""
+        w.writerow([r.path, r.caption or "", " | ".join(r.captions), error])
+
+    return as_csv
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+@contextmanager
+def _open_output(path: Path | None) -> Iterator[IO[str]]:
+    """stdout, or a temporary file next to ``path`` renamed into place once complete."""
+    if path is None:
+        yield sys.stdout
+        return
+    directory = path.resolve().parent
+    if not directory.is_dir():
+        raise BlipcapError(f"cannot write {path}: folder {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=directory)
+    try:
+        with io.open(fd, "w", encoding="utf-8", newline="") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
