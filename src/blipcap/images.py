@@ -13,12 +13,15 @@ so a batch reports the item and carries on.
 
 from __future__ import annotations
 
+import glob
 import io
 import os
+import re
 import struct
+import sys
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -98,7 +101,19 @@ _HEIF_LOCK = threading.Lock()
 _heif_registered: bool | None = None  # None: not tried yet
 
 # ISO-BMFF brands (the 'ftyp' box) of HEIF-family files.
-_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1", b"mif2"}
+_HEIF_BRANDS = {
+    b"heic",
+    b"heix",
+    b"hevc",
+    b"hevx",
+    b"heim",
+    b"heis",
+    b"hevm",
+    b"hevs",
+    b"mif1",
+    b"msf1",
+    b"mif2",
+}
 _AVIF_BRANDS = {b"avif", b"avis"}
 
 
@@ -140,7 +155,9 @@ def _read_source(source: Any, limits: ImageLimits, name: str) -> bytes:
         path = Path(source)
         try:
             if path.is_dir():
-                raise InputError(f"{name}: is a directory, not an image file. Pass the files in it, or use expand_inputs().")
+                raise InputError(
+                    f"{name}: is a directory, not an image file. Pass the files in it, or use expand_inputs()."
+                )
             size = path.stat().st_size
             if size > limits.max_bytes:  # fail fast; read_capped still guards growing files/FIFOs
                 raise ImageTooLargeError(
@@ -150,9 +167,13 @@ def _read_source(source: Any, limits: ImageLimits, name: str) -> bytes:
             with open(path, "rb") as fp:
                 return read_capped(fp, limits.max_bytes, name)
         except FileNotFoundError:
-            raise InputError(f"{name}: no such file. Check the path and that the file still exists.") from None
+            raise InputError(
+                f"{name}: no such file. Check the path and that the file still exists."
+            ) from None
         except PermissionError:
-            raise InputError(f"{name}: permission denied. Make the file readable (chmod +r) or run as its owner.") from None
+            raise InputError(
+                f"{name}: permission denied. Make the file readable (chmod +r) or run as its owner."
+            ) from None
         except IsADirectoryError:
             raise InputError(f"{name}: is a directory, not an image file.") from None
         except OSError as exc:
@@ -230,6 +251,8 @@ def _sniff(data: bytes) -> tuple[str, str]:
         return "avif", "AVIF"
     if brands & _HEIF_BRANDS:
         return "heif", "HEIF"
+    if data[-18:] == b"TRUEVISION-XFILE.\x00":  # TGA 2.0 footer; TGA has no magic at the start
+        return "image", "TGA"
     Image.init()
     prefix = data[:16]
     for fmt in Image.ID:
@@ -239,8 +262,6 @@ def _sniff(data: bytes) -> tuple[str, str]:
                 return "image", fmt
         except Exception:  # an accept() that chokes on odd bytes just does not match
             continue
-    if data[-18:] == b"TRUEVISION-XFILE.\x00":  # TGA 2.0 footer; TGA has no magic at the start
-        return "image", "TGA"
     if head.startswith((b"{", b"[")):
         return "document", "a JSON document"
     sample = data[:512]
@@ -253,7 +274,9 @@ def _refuse_unidentified(data: bytes, name: str, allowed: tuple[str, ...]) -> In
     allowed_txt = ", ".join(allowed)
     kind, what = _sniff(data)
     if kind == "heif":
-        return UnsupportedFormatError(f"{name}: is a HEIF/HEIC image, which needs pillow-heif; {HEIF_HINT}")
+        return UnsupportedFormatError(
+            f"{name}: is a HEIF/HEIC image, which needs pillow-heif; {HEIF_HINT}"
+        )
     if kind == "avif":
         return UnsupportedFormatError(
             f"{name}: is an AVIF image, which this Pillow build cannot decode; "
@@ -265,7 +288,7 @@ def _refuse_unidentified(data: bytes, name: str, allowed: tuple[str, ...]) -> In
         )
     if kind == "image":
         return UnsupportedFormatError(
-            f"{name}: is a {what} file, which blipcap refuses for safety. "
+            f"{name}: is in {what} format, which blipcap refuses for safety. "
             f"Allowed formats: {allowed_txt}. Convert it (e.g. to PNG) and try again."
         )
     return UnsupportedFormatError(
@@ -304,8 +327,11 @@ def load_image(
             name = str(getattr(source, "name", None) or "<stream>")
     data = _read_source(source, limits, name)
     if not data:
-        raise CorruptImageError(f"{name}: empty (0 bytes). The file was not fully written or downloaded; get it again.")
-    allowed = allowed_formats(load_heif=bool(_ftyp_brands(data) & _HEIF_BRANDS))
+        raise CorruptImageError(
+            f"{name}: empty (0 bytes). The file was not fully written or downloaded; get it again."
+        )
+    brands = _ftyp_brands(data)
+    allowed = allowed_formats(load_heif=bool(brands & _HEIF_BRANDS and not brands & _AVIF_BRANDS))
     try:
         with _OPEN_LOCK, warnings.catch_warnings():
             # A bomb warning is an error for us; scoped to this block only.
@@ -355,9 +381,13 @@ def _orientation(im: Image.Image) -> int:
 def _corrupt(name: str, exc: BaseException) -> CorruptImageError:
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, MemoryError):
-        return CorruptImageError(f"{name}: ran out of memory while decoding; the file is corrupt or hostile.")
-    if "truncated" in detail:
-        return CorruptImageError(f"{name}: the image is truncated ({detail}). Re-download or re-export the file.")
+        return CorruptImageError(
+            f"{name}: ran out of memory while decoding; the file is corrupt or hostile."
+        )
+    if "truncated" in detail.lower():
+        return CorruptImageError(
+            f"{name}: the image is truncated ({detail}). Re-download or re-export the file."
+        )
     return CorruptImageError(
         f"{name}: cannot decode the image ({type(exc).__name__}: {detail}). "
         "The file is damaged; re-download or re-export it."
@@ -406,3 +436,174 @@ def _fmt_bytes(n: float) -> str:
         if n >= size:
             return f"{n / size:.4g} {unit}"
     return f"{int(n)} bytes"
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """One item to caption, as produced by :func:`expand_inputs`.
+
+    ``label`` is what results show as the item's path; ``kind`` says how
+    :func:`load_input` reads ``payload``:
+
+    ========  ==============================================================
+    file      payload is a :class:`~pathlib.Path`
+    url       payload is the URL string (fetched with :func:`blipcap.fetch.fetch_url`)
+    stdin     the bytes of standard input (the input ``-``)
+    bytes     payload is the image bytes
+    stream    payload is a binary file object
+    image     payload is a PIL image
+    error     payload is the :class:`InputError` the item fails with
+    ========  ==============================================================
+    """
+
+    label: str
+    kind: str
+    payload: Any = None
+
+
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_GLOB_RE = re.compile(r"[*?[]")
+
+
+def expand_inputs(
+    inputs: Iterable[Any] | str | os.PathLike[str], recursive: bool = True
+) -> Iterator[ImageInput]:
+    """Turn user inputs into :class:`ImageInput` items, lazily and in a stable order.
+
+    Accepts paths (str or :class:`~pathlib.Path`), directories (walked in sorted
+    order, recursively unless ``recursive=False``; hidden files and folders and
+    files without an image extension are skipped; symlinked folders are not
+    followed), glob patterns (``"photos/**/*.jpg"``, matches sorted), ``"-"``
+    (standard input), URLs, bytes, binary file objects and PIL images.
+
+    Nothing is dropped silently: a missing path, a pattern that matches nothing
+    or a folder without images becomes an ``error`` item that fails when loaded,
+    so it is reported next to the others instead of stopping the run.
+    """
+    if isinstance(inputs, (str, bytes, bytearray, memoryview, os.PathLike, Image.Image)):
+        inputs = [inputs]
+    for index, item in enumerate(inputs):
+        if isinstance(item, Image.Image):
+            yield ImageInput(f"<image #{index}>", "image", item)
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            yield ImageInput(f"<bytes #{index}>", "bytes", item)
+        elif isinstance(item, str) and item == "-":
+            yield ImageInput("-", "stdin")
+        elif isinstance(item, str) and _URL_RE.match(item):
+            yield ImageInput(item, "url", item)
+        elif isinstance(item, (str, os.PathLike)):
+            yield from _expand_path(item, recursive)
+        elif hasattr(item, "read"):
+            label = getattr(item, "name", None)
+            yield ImageInput(
+                label if isinstance(label, str) else f"<stream #{index}>", "stream", item
+            )
+        else:
+            raise TypeError(
+                f"input #{index} is a {type(item).__name__}; pass a path, glob, URL, '-', bytes, "
+                "a binary file object or a PIL image"
+            )
+
+
+def _has_image_extension(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _expand_path(item: str | os.PathLike[str], recursive: bool) -> Iterator[ImageInput]:
+    label = os.path.expanduser(os.fspath(item))
+    if os.path.isdir(label):
+        found = False
+        for entry in _walk(label, recursive):
+            found = True
+            yield entry
+        if not found:
+            where = "" if recursive else ", not looking in subfolders"
+            yield _error(
+                label,
+                f"{label}: no image files in this folder (looked for "
+                f"{', '.join(sorted(IMAGE_EXTENSIONS))}{where}).",
+            )
+    elif os.path.lexists(label):
+        yield ImageInput(label, "file", Path(label))
+    elif isinstance(item, str) and _GLOB_RE.search(label):
+        found = False
+        for match in sorted(glob.glob(label, recursive=True)):
+            if os.path.isdir(match):
+                for entry in _walk(match, recursive):
+                    found = True
+                    yield entry
+            elif _has_image_extension(match):
+                found = True
+                yield ImageInput(match, "file", Path(match))
+        if not found:
+            yield _error(
+                label,
+                f"{label}: no image files match this pattern. Check the pattern and the folder.",
+            )
+    else:
+        yield _error(label, f"{label}: no such file or directory. Check the path.")
+
+
+def _walk(top: str, recursive: bool) -> Iterator[ImageInput]:
+    # Entries in name order, descending into each folder where it sorts: the
+    # same order as sorting the whole tree by path components, but lazy, so a
+    # huge tree starts producing items at once.
+    try:
+        with os.scandir(top) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        yield _error(
+            top, f"{top}: cannot list this folder ({exc.strerror or exc}). Check its permissions."
+        )
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        path = os.path.join(top, entry.name)
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if recursive:
+                yield from _walk(path, recursive)
+        elif _has_image_extension(entry.name):
+            # A broken symlink is kept: it fails at load with "no such file" instead of vanishing.
+            yield ImageInput(path, "file", Path(path))
+
+
+def _error(label: str, message: str) -> ImageInput:
+    return ImageInput(label, "error", InputError(message))
+
+
+def load_input(
+    item: ImageInput,
+    limits: ImageLimits = DEFAULT_LIMITS,
+    fetcher: Callable[[str], Any] | None = None,
+) -> Image.Image:
+    """Load one :class:`ImageInput` as an upright RGB image, or raise :class:`InputError`.
+
+    ``fetcher(url)`` downloads URL items and returns bytes or a
+    :class:`~blipcap.fetch.FetchResult`; the default is
+    :func:`blipcap.fetch.fetch_url` with the SSRF protections on and the byte
+    cap of ``limits``.
+    """
+    kind, payload = item.kind, item.payload
+    if kind == "error":
+        raise payload
+    if kind == "url":
+        if fetcher is None:
+            from .fetch import fetch_url
+
+            result = fetch_url(payload, max_bytes=limits.max_bytes)
+        else:
+            result = fetcher(payload)
+        return load_image(getattr(result, "data", result), limits, name=item.label)
+    if kind == "stdin":
+        return load_image(sys.stdin.buffer, limits, name="<stdin>")
+    if kind in ("file", "bytes", "stream", "image"):
+        return load_image(payload, limits, name=item.label)
+    raise ValueError(f"unknown ImageInput kind {kind!r}")
