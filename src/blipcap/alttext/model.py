@@ -36,9 +36,8 @@ class Context:
     link_href: str | None = None
     link_title: str | None = None
     link_label: str | None = None  # aria-label of the enclosing link or button
-    control: str | None = None  # "a", "button" or None
+    control: str | None = None  # "a", "button", "area", "input" (type=image) or None
     control_text: str = ""  # the link's or button's own text, this image left out
-    control_other_images: int = 0  # other images in the same link, with non-empty alt
     figcaption: str | None = None
     text_before: str = ""
     text_after: str = ""
@@ -107,6 +106,12 @@ class Finding:
 
     @property
     def changes(self) -> bool:
-        return self.proposed is not None and self.proposed != (self.element.alt or None) and not (
-            self.proposed == "" and self.element.alt == "" and self.element.name_from == "alt"
-        )
+        """True when writing the proposal would change the file."""
+        span = self.element.span
+        if self.proposed is None or span is None:
+            return False
+        if span.mode == "insert":
+            return True
+        if span.mode == "bare":  # <img alt> already means alt=""
+            return self.proposed != ""
+        return self.proposed != self.element.alt
