@@ -1,0 +1,37 @@
+"""Shared fixtures: random-weight BLIP checkpoints in the exact Hugging Face layout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the model hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+_CACHE = Path(os.environ.get("BLIPCAP_TEST_CACHE", Path(__file__).parent.parent / ".cache" / "checkpoints"))
+
+
+def checkpoint(shape: str, seed: int = 0, safetensors: bool = True) -> Path:
+    """Build (once, cached on disk) a random checkpoint of ``shape`` and return its directory."""
+    from blipcap.testing import make_random_checkpoint
+
+    name = f"{shape}-s{seed}-{'st' if safetensors else 'bin'}"
+    path = _CACHE / name
+    if not (path / "config.json").exists():
+        tmp = _CACHE / f".{name}.tmp{os.getpid()}"
+        make_random_checkpoint(tmp, shape, seed=seed, safetensors=safetensors)
+        tmp.rename(path) if not path.exists() else None
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint() -> Path:
+    """A tiny random BLIP (64 px images, 2+2 layers): seconds to build and run."""
+    return checkpoint("tiny")
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint() -> Path:
+    return checkpoint("small", seed=1)

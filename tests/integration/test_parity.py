@@ -1,0 +1,153 @@
+"""The lean engine is token-identical to transformers' BlipForConditionalGeneration.generate.
+
+fp32 on CPU, random-weight checkpoints of several shapes (including the full
+BLIP-large shape), real photographs shipped by scikit-image plus generated
+images, greedy / beam search (the coco preset) / a prompt / several captions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from blipcap import Captioner, resolve_options
+from tests.conftest import checkpoint
+
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+skdata = pytest.importorskip("skimage.data")
+
+
+def photos() -> list[Image.Image]:
+    """Three real photographs and two generated images (a gradient, shapes on noise)."""
+    real = [Image.fromarray(skdata.astronaut()), Image.fromarray(skdata.coffee()), Image.fromarray(skdata.chelsea())]
+    y, x = np.mgrid[0:240, 0:320]
+    gradient = np.stack([x * 255 // 319, y * 255 // 239, (x + y) * 255 // 558], axis=-1).astype(np.uint8)
+    rng = np.random.default_rng(7)
+    noise = Image.fromarray(rng.integers(0, 255, (300, 200, 3), dtype=np.uint8))
+    draw = ImageDraw.Draw(noise)
+    draw.ellipse((20, 30, 150, 200), fill=(250, 40, 40))
+    draw.rectangle((60, 180, 190, 290), fill=(20, 20, 230))
+    return real + [Image.fromarray(gradient), noise]
+
+
+CASES = {
+    "greedy": dict(preset="default", overrides=dict(max_new_tokens=20)),
+    "coco-beam": dict(preset="coco", overrides={}),
+    "prompt": dict(preset="default", overrides=dict(prompt="a photography of", max_new_tokens=12)),
+    "beam-k-captions": dict(preset="default", overrides=dict(num_beams=4, num_captions=3, max_new_tokens=10)),
+    "penalties": dict(
+        preset="default",
+        overrides=dict(repetition_penalty=1.5, no_repeat_ngram_size=2, min_new_tokens=6, max_new_tokens=10),
+    ),
+}
+
+
+def reference_tokens(model, processor, images, options, prompt_len: int) -> list[list[int]]:
+    """What transformers generates, cut at [SEP], without the prompt."""
+    min_len, max_len = options.token_limits(prompt_len)
+    kwargs = dict(
+        max_length=max_len,
+        min_length=min_len,
+        num_beams=options.num_beams,
+        num_return_sequences=options.num_captions,
+        repetition_penalty=options.repetition_penalty,
+        no_repeat_ngram_size=options.no_repeat_ngram_size,
+        length_penalty=options.length_penalty,
+        do_sample=False,
+    )
+    if options.prompt:
+        inputs = processor(images=images, text=[options.prompt] * len(images), return_tensors="pt")
+        out = model.generate(pixel_values=inputs.pixel_values, input_ids=inputs.input_ids,
+                             attention_mask=inputs.attention_mask, **kwargs)
+    else:
+        inputs = processor(images=images, return_tensors="pt")
+        out = model.generate(pixel_values=inputs.pixel_values, **kwargs)
+    rows = []
+    for row in out.tolist():
+        tokens = []
+        for t in row[prompt_len:]:
+            if t == model.config.text_config.sep_token_id:
+                break
+            tokens.append(t)
+        rows.append(tokens)
+    return rows
+
+
+def our_tokens(cap: Captioner, images, options) -> list[list[int]]:
+    pixels = np.stack([cap.preprocess(im) for im in images])
+    return [caption for per_image in cap.generate_tokens(pixels, options) for caption in per_image]
+
+
+def _load(shape: str, seed: int):
+    path = checkpoint(shape, seed=seed)
+    ref = transformers.BlipForConditionalGeneration.from_pretrained(path).eval()
+    proc = transformers.BlipProcessor.from_pretrained(path)
+    cap = Captioner(str(path), backend="torch", device="cpu", dtype="float32")
+    return ref, proc, cap
+
+
+@pytest.fixture(scope="module", params=[("tiny", 0), ("small", 1)], ids=["tiny", "small"])
+def models(request):
+    return _load(*request.param)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_token_identical(models, case):
+    ref, proc, cap = models
+    spec = CASES[case]
+    options = resolve_options(preset=spec["preset"], **spec["overrides"])
+    images = photos()
+    prompt_len = len(cap.tokenizer.prompt_ids(options.prompt))
+    with torch.no_grad():
+        expected = reference_tokens(ref, proc, images, options, prompt_len)
+    got = our_tokens(cap, images, options)
+    assert got == expected
+    # The parity would be blind if every image produced the same caption.
+    firsts = [tuple(t) for t in got[:: options.num_captions]]
+    assert len(set(firsts)) > 1, "different images must give different captions"
+
+
+def test_text_matches_processor_decode(models):
+    ref, proc, cap = models
+    images = photos()[:3]
+    options = resolve_options(max_new_tokens=15, clean_artifacts=False)
+    with torch.no_grad():
+        out = ref.generate(**proc(images=images, return_tensors="pt"), max_length=16)
+    expected = [proc.decode(row, skip_special_tokens=True) for row in out]
+    got = [r.caption for r in cap.caption(images, options=options)]
+    assert got == [" ".join(e.split()) for e in expected]
+
+
+def test_preprocessing_equals_blip_image_processor(models):
+    _, proc, cap = models
+    rng = np.random.default_rng(0)
+    images = photos() + [Image.fromarray(rng.integers(0, 256, (17, 931, 3), dtype=np.uint8))]
+    expected = proc.image_processor(images=images, return_tensors="np")["pixel_values"]
+    got = np.stack([cap.preprocess(im) for im in images])
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+
+
+def test_pytorch_model_bin_loads_the_same(models):
+    path = checkpoint("tiny", seed=0, safetensors=False)
+    bin_cap = Captioner(str(path), backend="torch", device="cpu")
+    st_cap = Captioner(str(checkpoint("tiny", seed=0)), backend="torch", device="cpu")
+    images = photos()[:2]
+    assert [r.caption for r in bin_cap.caption(images)] == [r.caption for r in st_cap.caption(images)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", ["base", "large"])
+def test_published_shapes(shape):
+    """The full BLIP-base and BLIP-large shapes: greedy and the coco preset, token-identical."""
+    ref, proc, cap = _load(shape, seed=3)
+    images = photos()[:2]
+    for options in (resolve_options(max_new_tokens=8), resolve_options(preset="coco", max_length=10)):
+        prompt_len = len(cap.tokenizer.prompt_ids(options.prompt))
+        with torch.no_grad():
+            expected = reference_tokens(ref, proc, images, options, prompt_len)
+        got = our_tokens(cap, images, options)
+        assert got == expected
+        assert got[0] != got[1]
