@@ -41,6 +41,7 @@ import regex
 from .errors import OptionsError
 from .options import CaptionOptions, resolve_options
 from .results import Caption, ItemError, Provenance
+from .text import to_alt_text
 
 DEFAULT_ATTRIBUTION = "Machine-generated description."
 ELLIPSIS = "\u2026"
@@ -191,17 +192,6 @@ def hashtags(caption: str, limit: int = 5) -> list[str]:
 
 
 # ---------------------------------------------------------------- composing
-def sentence(caption: str) -> str:
-    """'a dog on a couch' -> 'A dog on a couch.' (whitespace collapsed)."""
-    text = " ".join(caption.split())
-    if not text:
-        return ""
-    text = text[0].upper() + text[1:]
-    if text[-1] not in ".!?":
-        text += "."
-    return text
-
-
 def truncate(text: str, limit: int, measure) -> str:
     """Cut ``text`` at a word boundary so that ``measure(result) <= limit``, ending in an ellipsis."""
     if measure(text) <= limit:
@@ -343,7 +333,7 @@ def rank(captions: Sequence[str], scores: Sequence[float] | None = None) -> list
                 overlap = sum(_jaccard(bags[k], b) for b in others) / len(others)
             else:
                 overlap = 1.0
-            words = captions[i].lower().split()
+            words = [w for w in _WORD.findall(captions[i].lower()) if w not in _STOPWORDS]
             distinct = len(set(words)) / len(words) if words else 0.0
             scored.append((captions[i], round(overlap * distinct, 4)))
     return sorted(scored, key=lambda t: -t[1])  # sorted() is stable: ties keep order
@@ -358,7 +348,8 @@ def compose_text(
 ) -> tuple[str, str, list[str], bool]:
     """(alt_text, post_text, hashtags, truncated) for one caption, fitted to the limits."""
     attribution = (options.attribution or "").strip()
-    alt_core = sentence(caption)
+    # Alt-text style (no "image of" lead-in, sentence case, full stop) for both texts.
+    alt_core = to_alt_text(caption, max_chars=100_000)
     alt_tail = f" {attribution}" if attribution else ""
 
     def alt_measure(t: str) -> int:
@@ -414,11 +405,18 @@ def compose(
         platform = get_platform(platform)
     if not result.ok or not (result.caption or result.captions):
         error = result.error or ItemError("EmptyCaption", "the model returned an empty caption")
-        return SocialPost(
-            result.path, platform.key, [], error, result.provenance, random_weights
-        )
-    candidates = list(result.captions) if len(result.captions) > 1 else [result.caption or ""]
-    ranked = rank(candidates, scores) if len(candidates) > 1 else [(candidates[0], None)]
+        return SocialPost(result.path, platform.key, [], error, result.provenance, random_weights)
+    texts = list(result.captions) if len(result.captions) > 1 else [result.caption or ""]
+    given = list(scores) if scores is not None else [None] * len(texts)
+    pairs = [(c, s) for c, s in zip(texts, given, strict=True) if to_alt_text(c)]
+    if not pairs:
+        error = ItemError("EmptyCaption", "the caption is empty after clean-up")
+        return SocialPost(result.path, platform.key, [], error, result.provenance, random_weights)
+    if len(pairs) == 1:
+        ranked: list[tuple[str, float | None]] = [pairs[0]]
+    else:
+        kept = [c for c, _ in pairs]
+        ranked = list(rank(kept, [s for _, s in pairs] if scores is not None else None))
     variants = []
     for caption, score in ranked:
         alt, post, tags, truncated = compose_text(caption, platform, options)

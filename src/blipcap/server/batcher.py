@@ -284,7 +284,10 @@ class MicroBatcher:
                 max_wait=0.0 if self._closing else self.max_wait,
             )
             for i in plan.expired:
-                _fail(self._pending[i].future, DeadlineError("the request deadline passed while queued"))
+                _fail(
+                    self._pending[i].future,
+                    DeadlineError("the request deadline passed while queued"),
+                )
             if not plan.batch:
                 self._pending = [j for k, j in enumerate(self._pending) if k not in plan.expired]
                 self._wakeup.clear()

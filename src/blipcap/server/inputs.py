@@ -1,0 +1,270 @@
+"""Turning a request into decoded images and options, with the hard edges on.
+
+* Body: ``multipart/form-data`` (``files`` parts plus form fields) or JSON
+  (``images`` as URL / base64 objects); anything else is 415.
+* URLs go through :func:`blipcap.fetch.fetch_url` (SSRF-safe: http/https only,
+  every resolved address checked, the checked address connected to, redirects
+  re-checked, size cap), in a worker thread under the request's deadline.
+* Bytes are decoded by :func:`blipcap.images.load_image` (format allow-list,
+  byte/pixel/bomb limits) in a worker thread, so the event loop never decodes.
+
+Per-input failures are kept as :class:`Loaded` items with an error; the
+caller decides (all failed: the first error's status; some failed: per-item
+error records next to the good results, as ``blipcap caption`` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from ..errors import (
+    BlipcapError,
+    CorruptImageError,
+    FetchError,
+    ImageTooLargeError,
+    InputError,
+    OptionsError,
+    UnsupportedFormatError,
+)
+from ..images import ImageLimits, load_image
+from ..options import CaptionOptions, resolve_options
+from .config import ServerConfig
+from .schemas import OptionsIn
+
+
+class RequestError(BlipcapError):
+    """The request as a whole is unusable; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def status_for(exc: BaseException) -> int:
+    """The HTTP status for an input error."""
+    if isinstance(exc, RequestError):
+        return exc.status
+    if isinstance(exc, UnsupportedFormatError):
+        return 415
+    if isinstance(exc, ImageTooLargeError):
+        return 413
+    if isinstance(exc, (CorruptImageError, FetchError, InputError, OptionsError)):
+        return 422
+    return 500
+
+
+@dataclass
+class RawInput:
+    """One image as it arrived: bytes (upload, base64) or a URL still to fetch."""
+
+    name: str | None
+    data: bytes | None = None
+    url: str | None = None
+
+
+@dataclass
+class Loaded:
+    """One input after fetching and decoding: an RGB image, or why not."""
+
+    name: str | None
+    image: Any = None
+    error: InputError | None = None
+
+
+@dataclass
+class ParsedRequest:
+    inputs: list[RawInput]
+    fields: dict[str, Any]
+    """Everything except the images: options, platforms, ... (JSON values)."""
+
+
+_SAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _clean_name(name: str | None) -> str | None:
+    if not name:
+        return None
+    # Control characters (CR/LF in a filename) never reach logs or records.
+    return _SAFE_NAME.sub("", name)[:255] or None
+
+
+async def parse_request(
+    request: Request, config: ServerConfig, json_model: type[BaseModel], list_fields: set[str]
+) -> ParsedRequest:
+    """Read the body (multipart or JSON) into raw inputs and the remaining fields."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    max_images = config.max_images_per_request
+    if ctype == "multipart/form-data":
+        # One more than allowed so that "too many" gets our clear 413 below.
+        form = await request.form(max_files=max_images + 1, max_fields=64)
+        inputs: list[RawInput] = []
+        fields: dict[str, Any] = {}
+        for key, value in form.multi_items():
+            if key == "files":
+                if not isinstance(value, UploadFile):
+                    raise RequestError(422, "'files' parts must be files (use a file upload field)")
+                inputs.append(RawInput(_clean_name(value.filename), data=await value.read()))
+                await value.close()
+            elif isinstance(value, UploadFile):
+                raise RequestError(422, f"unexpected file in field {key!r}; send images as 'files'")
+            elif key in list_fields:
+                fields.setdefault(key, []).append(value)
+            else:
+                fields[key] = value
+        if not inputs:
+            raise RequestError(422, "no images: add one or more 'files' parts")
+        _check_count(len(inputs), max_images)
+        return ParsedRequest(inputs, _form_fields(fields))
+    if ctype == "application/json" or ctype.endswith("+json"):
+        body = await request.body()
+        try:
+            parsed = json_model.model_validate_json(body)
+        except ValidationError as exc:
+            raise RequestError(422, "invalid JSON body: " + _pydantic_message(exc)) from None
+        _check_count(len(parsed.images), max_images)
+        inputs = []
+        for ref in parsed.images:
+            if ref.url is not None:
+                inputs.append(RawInput(_clean_name(ref.name) or ref.url, url=ref.url))
+            else:
+                inputs.append(RawInput(_clean_name(ref.name), data=_b64(ref.base64 or "")))
+        fields = parsed.model_dump(exclude={"images"}, exclude_none=True)
+        return ParsedRequest(inputs, fields)
+    raise RequestError(
+        415,
+        "send images as multipart/form-data ('files' parts) or as JSON "
+        '{"images": [{"url": ...} | {"base64": ...}]} with Content-Type: application/json',
+    )
+
+
+def _check_count(n: int, limit: int) -> None:
+    if n > limit:
+        raise RequestError(
+            413,
+            f"{n} images in one request; the limit is {limit}. Split them over several requests.",
+        )
+
+
+def _form_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Form values are strings: parse the JSON ones (options) and the scalars."""
+    out: dict[str, Any] = dict(fields)
+    if "options" in out:
+        try:
+            out["options"] = json.loads(out["options"]) if out["options"].strip() else {}
+        except ValueError:
+            raise RequestError(
+                422, 'the \'options\' field must be a JSON object, e.g. {"preset": "coco"}'
+            ) from None
+    return out
+
+
+def _pydantic_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def _b64(text: str) -> bytes:
+    if text.startswith("data:"):
+        _, _, text = text.partition(",")
+    try:
+        return base64.b64decode(re.sub(r"\s+", "", text), validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(422, "an image's 'base64' is not valid base64") from None
+
+
+def caption_options(raw: Any, config: ServerConfig) -> CaptionOptions:
+    """Validate user-supplied options (types, ranges, the server's caps) and resolve them."""
+    if raw is None:
+        raw = {}
+    if isinstance(raw, BaseModel):
+        raw = raw.model_dump(exclude_none=True)
+    if not isinstance(raw, dict):
+        raise RequestError(422, "'options' must be a JSON object")
+    try:
+        given = OptionsIn.model_validate(raw).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        raise RequestError(422, "invalid options: " + _pydantic_message(exc)) from None
+    preset = given.pop("preset", None)
+    try:
+        options = resolve_options(preset=preset, **given)
+    except (OptionsError, ValueError, TypeError) as exc:
+        raise RequestError(422, f"invalid options: {exc}") from None
+    check_caps(options, config)
+    return options
+
+
+def check_caps(options: CaptionOptions, config: ServerConfig) -> None:
+    """What one request may ask of the shared model (a 512-token beam-64 request would stall it)."""
+    longest = options.max_new_tokens if options.max_new_tokens is not None else options.max_length
+    problems = []
+    if longest is not None and longest > config.max_new_tokens:
+        problems.append(f"at most {config.max_new_tokens} new tokens (asked {longest})")
+    if options.num_beams > config.max_beams:
+        problems.append(f"at most {config.max_beams} beams (asked {options.num_beams})")
+    if options.num_captions > config.max_captions:
+        problems.append(f"at most {config.max_captions} captions (asked {options.num_captions})")
+    if problems:
+        raise RequestError(422, "this server allows " + "; ".join(problems))
+
+
+def _decode(raw: RawInput, limits: ImageLimits, fetch_timeout: float) -> Any:
+    """Fetch (for URLs) and decode one input; runs in a worker thread."""
+    data = raw.data
+    if raw.url is not None:
+        data = fetch(raw.url, max_bytes=limits.max_bytes, timeout=fetch_timeout)
+    return load_image(data or b"", limits, name=raw.name or "<upload>")
+
+
+def fetch(url: str, *, max_bytes: int, timeout: float) -> bytes:
+    """The shared SSRF-safe fetcher, with a total deadline and a byte cap."""
+    from ..fetch import fetch_url
+
+    return fetch_url(url, max_bytes=max_bytes, timeout=timeout).data
+
+
+async def load_inputs(
+    inputs: list[RawInput], config: ServerConfig, deadline: float
+) -> list[Loaded]:
+    """Fetch and decode every input concurrently in worker threads, within ``deadline``."""
+    limits = config.image_limits
+
+    async def one(raw: RawInput) -> Loaded:
+        remaining = deadline - time.monotonic()
+        budget = min(config.fetch_timeout, remaining)
+        if budget <= 0:
+            return Loaded(raw.name, error=FetchError(f"{raw.name}: the request deadline passed"))
+        try:
+            # The fetcher enforces its own total time; the outer wait is a backstop.
+            image = await asyncio.wait_for(
+                run_in_threadpool(_decode, raw, limits, budget), budget + 1.0
+            )
+            return Loaded(raw.name, image=image)
+        except asyncio.TimeoutError:
+            return Loaded(
+                raw.name,
+                error=FetchError(
+                    f"{raw.name}: not fetched and decoded within {budget:g} s; use a faster "
+                    "host or upload the file instead"
+                ),
+            )
+        except InputError as exc:
+            return Loaded(raw.name, error=exc)
+        except TypeError as exc:  # load_image's "not an image source": treat as unusable bytes
+            return Loaded(raw.name, error=CorruptImageError(f"{raw.name}: {exc}"))
+
+    return list(await asyncio.gather(*(one(raw) for raw in inputs)))
