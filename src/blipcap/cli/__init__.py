@@ -17,6 +17,8 @@ from .. import __version__
 # name -> "module:attribute" of a click command. Add a line to register a command.
 COMMANDS: dict[str, str] = {
     "caption": "blipcap.cli.caption:caption",
+    "eval": "blipcap.cli.eval:eval_command",
+    "bench": "blipcap.cli.bench:bench",
 }
 
 

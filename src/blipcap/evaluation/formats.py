@@ -90,7 +90,12 @@ def read_annotations(path: str | Path, split: str | None = "test") -> Annotation
     if not isinstance(data, dict):
         raise EvaluationError(f"annotation file {source!r}: expected a JSON object or list")
     images = data.get("images")
-    if isinstance(images, list) and images and isinstance(images[0], dict) and "sentences" in images[0]:
+    if (
+        isinstance(images, list)
+        and images
+        and isinstance(images[0], dict)
+        and "sentences" in images[0]
+    ):
         return _read_karpathy(data, source, split)
     if isinstance(images, list) and "annotations" in data:
         return _read_coco(data, source)
@@ -115,7 +120,9 @@ def _read_coco(data: dict[str, Any], source: str) -> Annotations:
         if not isinstance(im, dict) or "id" not in im:
             raise EvaluationError(f"annotation file {source!r}: images[{i}] has no 'id'")
         if im["id"] in seen:
-            raise EvaluationError(f"annotation file {source!r}: image id {im['id']!r} appears twice")
+            raise EvaluationError(
+                f"annotation file {source!r}: image id {im['id']!r} appears twice"
+            )
         seen.add(im["id"])
         images.append(ImageRef(im["id"], im.get("file_name"), im.get("domain")))
     references: dict[ImageId, list[str]] = {im.image_id: [] for im in images}
