@@ -441,8 +441,9 @@ def _get(
 ) -> tuple[int, str | None, str | None, bytes]:
     url = target.url
     conn = _connect(target, deadline)
+    sock = conn.sock  # http.client hands the socket to the response and forgets it
     try:
-        conn.sock.settimeout(deadline.remaining(url))
+        sock.settimeout(deadline.remaining(url))
         conn.putrequest("GET", target.path, skip_accept_encoding=True)
         conn.putheader("User-Agent", f"blipcap/{__version__}")
         conn.putheader(
@@ -471,7 +472,7 @@ def _get(
         chunks: list[bytes] = []
         total = 0
         while True:
-            conn.sock.settimeout(deadline.remaining(url))
+            sock.settimeout(deadline.remaining(url))
             chunk = response.read1(min(65536, max_bytes + 1 - total))
             if not chunk:
                 break
@@ -498,3 +499,4 @@ def _get(
     finally:
         deadline.cancel()
         conn.close()
+        sock.close()
