@@ -16,7 +16,10 @@ from .. import __version__
 
 # name -> "module:attribute" of a click command. Add a line to register a command.
 COMMANDS: dict[str, str] = {
+    "serve": "blipcap.cli.serve:serve",
+    "social": "blipcap.cli.social:social",
     "caption": "blipcap.cli.caption:caption",
+    "alt-text": "blipcap.cli.alttext:alt_text",
     "eval": "blipcap.cli.eval:eval_command",
     "bench": "blipcap.cli.bench:bench",
 }
