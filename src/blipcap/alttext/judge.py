@@ -45,7 +45,10 @@ class JudgeOptions:
 
 def _hidden(e: Element) -> bool:
     role = (e.attrs.get("role") or "").strip().lower()
-    return (e.attrs.get("aria-hidden") or "").strip().lower() == "true" or role in ("presentation", "none")
+    return (e.attrs.get("aria-hidden") or "").strip().lower() == "true" or role in (
+        "presentation",
+        "none",
+    )
 
 
 def _int(value: str | None) -> int | None:
@@ -86,7 +89,12 @@ def describe_href(href: str | None) -> str | None:
         return f"Call {unquote(href[4:])}"
     parts = urlsplit(href)
     segments = [unquote(s) for s in parts.path.split("/") if s]
-    while segments and PurePosixPath(segments[-1]).stem.lower() in ("index", "default", "home", "main"):
+    while segments and PurePosixPath(segments[-1]).stem.lower() in (
+        "index",
+        "default",
+        "home",
+        "main",
+    ):
         segments.pop()
     if segments:
         stem = PurePosixPath(segments[-1]).stem if "." in segments[-1] else segments[-1]
@@ -150,16 +158,29 @@ def judge_markup(e: Element, opts: JudgeOptions = JudgeOptions()) -> Finding:
         problems.extend(alt_problems(e, opts.max_chars))
         if not alt.strip() and functional and not hidden:
             problems.append(
-                Problem("alt-empty-functional", f"{what} is the only content of its control but its alt is empty")
+                Problem(
+                    "alt-empty-functional",
+                    f"{what} is the only content of its control but its alt is empty",
+                )
             )
         elif alt.strip() and not problems and not functional and _repeats_nearby(e, alt):
-            problems.append(Problem("alt-repeats-text", f"alt text {alt.strip()[:60]!r} repeats the text next to it"))
+            problems.append(
+                Problem(
+                    "alt-repeats-text", f"alt text {alt.strip()[:60]!r} repeats the text next to it"
+                )
+            )
         if hidden and alt.strip() and not problems:
             pass  # hidden from assistive technology: whatever the alt says is not read
-    finding = Finding(element=e, status="ok" if not problems else "fix", purpose="unknown", problems=problems)
+    finding = Finding(
+        element=e, status="ok" if not problems else "fix", purpose="unknown", problems=problems
+    )
     if not problems:
         finding.purpose = (
-            "decorative" if alt is not None and not alt.strip() else "functional" if functional else "informative"
+            "decorative"
+            if alt is not None and not alt.strip()
+            else "functional"
+            if functional
+            else "informative"
         )
         return finding
     rules = {p.rule for p in problems}
@@ -219,7 +240,11 @@ def _functional_fallback(f: Finding, opts: JudgeOptions) -> bool:
         name = describe_href(ctx.link_href)
     if name:
         f.proposed = to_alt_text(name, opts.max_chars, from_image_text=True)
-        f.reason = "named after the destination" if e.kind != "input-image" else "named after the form action"
+        f.reason = (
+            "named after the destination"
+            if e.kind != "input-image"
+            else "named after the form action"
+        )
         return True
     return False
 
@@ -251,7 +276,9 @@ def judge_image(f: Finding, info: ImageInfo, opts: JudgeOptions = JudgeOptions()
         f.reason = "the text in the image (OCR)"
         if len(text) > opts.max_chars:
             f.purpose = "complex"
-            f.problems.append(Problem("long-description-needed", "the image holds more text than fits in alt"))
+            f.problems.append(
+                Problem("long-description-needed", "the image holds more text than fits in alt")
+            )
             f.notes.append(f"Put the image's full text on the page: {text}")
         return f
     if functional:
@@ -272,9 +299,14 @@ def judge_image(f: Finding, info: ImageInfo, opts: JudgeOptions = JudgeOptions()
         f.reason = "caption; a chart or diagram needs a long description too"
         if not e.context.described:
             f.problems.append(
-                Problem("long-description-needed", "a chart or diagram needs a long description besides its alt")
+                Problem(
+                    "long-description-needed",
+                    "a chart or diagram needs a long description besides its alt",
+                )
             )
-            f.notes.append("Describe the data or structure in the text or a linked page (WCAG technique G92).")
+            f.notes.append(
+                "Describe the data or structure in the text or a linked page (WCAG technique G92)."
+            )
         return f
     if covered_by(info.caption, _neighbours(e)):
         return _decorative(f, "the figure caption or text next to it already describes it")

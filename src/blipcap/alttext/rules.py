@@ -61,7 +61,7 @@ RULES: dict[str, tuple[str, str, str, str]] = {
     ),
     "alt-whitespace": (
         "Alt text is only white space",
-        "The alt attribute holds only spaces; use alt=\"\" for a decorative image or describe it (WCAG 1.1.1).",
+        'The alt attribute holds only spaces; use alt="" for a decorative image or describe it (WCAG 1.1.1).',
         UNDERSTANDING,
         "warning",
     ),
@@ -174,13 +174,23 @@ def alt_problems(element: Element, max_chars: int) -> list[Problem]:
     if norm in _PLACEHOLDER_WORDS or _PLACEHOLDER_RE.match(stripped) or _PLACEHOLDER_RE.match(norm):
         return [Problem("alt-placeholder", f"{label} {quoted} is placeholder text")]
     if _GENERIC_RE.match(stripped) or _GENERIC_RE.match(norm):
-        return [Problem("alt-generic", f"{label} {quoted} is a generic word that does not describe the image")]
+        return [
+            Problem(
+                "alt-generic",
+                f"{label} {quoted} is a generic word that does not describe the image",
+            )
+        ]
     problems = []
     if _LEAD_IN.match(stripped):
-        problems.append(Problem("alt-redundant-prefix", f"{label} {quoted} starts with a redundant lead-in"))
+        problems.append(
+            Problem("alt-redundant-prefix", f"{label} {quoted} starts with a redundant lead-in")
+        )
     if len(stripped) > max_chars:
         problems.append(
-            Problem("alt-too-long", f"{label} is {len(stripped)} characters, over the limit of {max_chars}")
+            Problem(
+                "alt-too-long",
+                f"{label} is {len(stripped)} characters, over the limit of {max_chars}",
+            )
         )
     return problems
 

@@ -113,16 +113,24 @@ def tokenize_attrs(raw: str) -> list[RawAttr]:
                 quote = raw[j]
                 close = raw.find(quote, j + 1)
                 close = n if close == -1 else close
-                out.append(RawAttr(raw[name_start:name_end].lower(), name_start, name_end, j + 1, close, quote))
+                out.append(
+                    RawAttr(
+                        raw[name_start:name_end].lower(), name_start, name_end, j + 1, close, quote
+                    )
+                )
                 i = close + 1
             else:
                 k = j
                 while k < n and not (raw[k].isspace() or raw[k] == ">"):
                     k += 1
-                out.append(RawAttr(raw[name_start:name_end].lower(), name_start, name_end, j, k, ""))
+                out.append(
+                    RawAttr(raw[name_start:name_end].lower(), name_start, name_end, j, k, "")
+                )
                 i = k
         else:
-            out.append(RawAttr(raw[name_start:name_end].lower(), name_start, name_end, None, None, ""))
+            out.append(
+                RawAttr(raw[name_start:name_end].lower(), name_start, name_end, None, None, "")
+            )
     return out
 
 
@@ -189,7 +197,9 @@ def text_of(node: Node, skip: Node | None = None) -> str:
         for child in n.children:
             if isinstance(child, str):
                 parts.append(child)
-            elif child is skip or child.tag in _NOT_TEXT or child.attrs.get("aria-hidden") == "true":
+            elif (
+                child is skip or child.tag in _NOT_TEXT or child.attrs.get("aria-hidden") == "true"
+            ):
                 continue
             elif child.tag == "img":
                 parts.append(" " + (child.attrs.get("alt") or "") + " ")
@@ -300,7 +310,9 @@ def _span_for(node: Node, attr: str, after: tuple[str, ...] = ("src",)) -> Span:
         if t.name == attr:
             if t.value_start is None:
                 return Span("bare", node.offset + t.name_end, node.offset + t.name_end, attr=attr)
-            return Span("value", node.offset + t.value_start, node.offset + t.value_end, t.quote, attr)
+            return Span(
+                "value", node.offset + t.value_start, node.offset + t.value_end, t.quote, attr
+            )
     quote = next((t.quote for t in tokens if t.quote), '"')
     anchor = None
     for name in after:
@@ -308,7 +320,11 @@ def _span_for(node: Node, attr: str, after: tuple[str, ...] = ("src",)) -> Span:
         if anchor is not None:
             break
     if anchor is not None:
-        end = anchor.value_end + (1 if anchor.quote else 0) if anchor.value_end is not None else anchor.name_end
+        end = (
+            anchor.value_end + (1 if anchor.quote else 0)
+            if anchor.value_end is not None
+            else anchor.name_end
+        )
     else:
         end = 1
         while end < len(node.raw) and not (node.raw[end].isspace() or node.raw[end] in "/>"):
@@ -328,7 +344,9 @@ def _context(node: Node, ids: dict[str, Node]) -> Context:
         ctx.control = control.tag
         ctx.link_href = control.attrs.get("href")
         ctx.link_title = (control.attrs.get("title") or "").strip() or None
-        ctx.link_label = (control.attrs.get("aria-label") or "").strip() or _labelledby(control, ids) or None
+        ctx.link_label = (
+            (control.attrs.get("aria-label") or "").strip() or _labelledby(control, ids) or None
+        )
         ctx.control_text = text_of(control, skip=node)
     elif node.tag == "area":
         ctx.control = "area"
@@ -389,7 +407,9 @@ def scan_html(text: str, file: Path, *, root: Node | None = None) -> list[Elemen
         if kind in ("role-img", "svg-img"):
             title_child = ""
             if kind == "svg-img":
-                t = next((c for c in node.children if isinstance(c, Node) and c.tag == "title"), None)
+                t = next(
+                    (c for c in node.children if isinstance(c, Node) and c.tag == "title"), None
+                )
                 title_child = text_of(t) if t is not None else ""
             if labelledby:
                 alt, name_from, span = labelledby, "aria-labelledby", None

@@ -247,7 +247,9 @@ def reference_definitions(masked: str) -> dict[str, tuple[str, str | None]]:
         if dest.startswith("<"):
             dest = dest[1:-1]
         title = m.group(3)[1:-1] if m.group(3) else None
-        refs.setdefault(normalize_label(m.group(1)), (_unescape(dest), _unescape(title) if title else None))
+        refs.setdefault(
+            normalize_label(m.group(1)), (_unescape(dest), _unescape(title) if title else None)
+        )
     return refs
 
 
@@ -278,7 +280,9 @@ def scan_markdown(text: str, file: Path) -> list[Element]:
     masked = mask_code(text)
     starts = line_starts(text)
     refs = reference_definitions(masked)
-    images: list[tuple[int, int, int, str, str | None, str]] = []  # start, alt_start, alt_end, src, title, form
+    images: list[
+        tuple[int, int, int, str, str | None, str]
+    ] = []  # start, alt_start, alt_end, src, title, form
     links: list[_Link] = []
     i = 0
     while True:
@@ -331,7 +335,11 @@ def scan_markdown(text: str, file: Path) -> list[Element]:
             ctx.control = "a"
             ctx.link_href = link.href
             ctx.link_title = link.title
-            ctx.control_text = _plain(masked[link.start + 1 : start] + " " + masked[_image_end(masked, alt_end) : link.text_end])
+            ctx.control_text = _plain(
+                masked[link.start + 1 : start]
+                + " "
+                + masked[_image_end(masked, alt_end) : link.text_end]
+            )
         p_start, p_end = _paragraph(masked, start)
         pivot_start = link.start if link is not None else start
         pivot_end = link.end if link is not None else _image_end(masked, alt_end)
@@ -373,7 +381,11 @@ def scan_markdown(text: str, file: Path) -> list[Element]:
         for e in found:
             if e.kind != "md-image":
                 # Snippets come from the masked text; positions are the same in the original.
-                e.snippet = text[e.offset : e.offset + len(e.snippet)] if not e.snippet.endswith("…") else e.snippet
+                e.snippet = (
+                    text[e.offset : e.offset + len(e.snippet)]
+                    if not e.snippet.endswith("…")
+                    else e.snippet
+                )
     found.sort(key=lambda e: e.offset)
     return found
 

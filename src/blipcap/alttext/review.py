@@ -1,0 +1,189 @@
+"""Review in bulk: write every proposed change to a CSV or JSON file a person edits, then apply it.
+
+Each row names the file, line and column, the image, its purpose, the
+current and the proposed alt and why. A reviewer edits ``proposed_alt`` (an
+empty value means decorative, ``alt=""``) and sets ``apply`` to ``no`` for
+rows to skip. ``--apply`` then finds each element again - by position when
+the file is unchanged, else by image and current alt - and writes exactly the
+reviewed text.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+from .engine import Page, needs_fixing, scan_page
+from .judge import JudgeOptions
+from .model import Finding
+from .write import Edit, WriteResult, write_page
+
+FIELDS = [
+    "file",
+    "line",
+    "column",
+    "element",
+    "image",
+    "purpose",
+    "problems",
+    "current_alt",
+    "proposed_alt",
+    "apply",
+    "reason",
+    "notes",
+    "file_sha256",
+]
+_YES = {"yes", "y", "true", "1", "x"}
+
+
+def review_rows(pages: list[Page]) -> list[dict[str, str]]:
+    rows = []
+    for page in pages:
+        if page.decoded is None:
+            continue
+        digest = hashlib.sha256(page.decoded.raw).hexdigest()
+        for f in page.findings:
+            if not (needs_fixing(f) or f.changes) or f.element.span is None:
+                continue
+            rows.append(_row(f, digest))
+    return rows
+
+
+def _row(f: Finding, digest: str) -> dict[str, str]:
+    e = f.element
+    notes = list(f.notes)
+    if f.image is not None and f.image.random_weights:
+        notes.insert(0, "random-weight test model: this caption is not a real description")
+    return {
+        "file": str(e.file),
+        "line": str(e.line),
+        "column": str(e.column),
+        "element": e.kind,
+        "image": e.src or "",
+        "purpose": f.purpose,
+        "problems": " ".join(p.rule for p in f.problems),
+        "current_alt": "" if e.alt is None else e.alt,
+        "proposed_alt": f.proposed or "",
+        "apply": "yes" if f.proposed is not None else "no",
+        "reason": f.reason,
+        "notes": " | ".join(notes),
+        "file_sha256": digest,
+    }
+
+
+def write_review(path: Path, pages: list[Page]) -> int:
+    """Write the review file (format from the extension: .csv or .json); return the row count."""
+    rows = review_rows(pages)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        data = json.dumps({"version": 1, "rows": rows}, indent=2, ensure_ascii=False) + "\n"
+        path.write_text(data, encoding="utf-8")
+    elif suffix == ".csv":
+        # utf-8-sig: spreadsheet programs then read accents correctly.
+        with path.open("w", encoding="utf-8-sig", newline="") as fh:
+            writer = csv.DictWriter(fh, FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        raise InputError(f"review file {path}: use a .csv or .json extension")
+    return len(rows)
+
+
+def read_review(path: Path) -> list[dict[str, str]]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            rows = data["rows"] if isinstance(data, dict) else data
+        elif suffix == ".csv":
+            with path.open(encoding="utf-8-sig", newline="") as fh:
+                rows = list(csv.DictReader(fh))
+        else:
+            raise InputError(f"review file {path}: use a .csv or .json extension")
+    except FileNotFoundError:
+        raise InputError(f"review file not found: {path}") from None
+    except (json.JSONDecodeError, KeyError, csv.Error, UnicodeDecodeError) as exc:
+        raise InputError(f"review file {path} cannot be read: {exc}") from None
+    missing = {"file", "line", "column", "proposed_alt"} - set(rows[0] if rows else FIELDS)
+    if missing:
+        raise InputError(f"review file {path} lacks the column(s): {', '.join(sorted(missing))}")
+    return [{k: ("" if v is None else str(v)) for k, v in row.items()} for row in rows]
+
+
+@dataclass
+class ApplyResult:
+    written: list[WriteResult]
+    skipped: list[str]  # why rows were not applied
+
+
+def apply_review(path: Path, *, max_chars: int = 150, backup: bool = False, dry_run: bool = False):
+    """Apply the reviewed rows of ``path``; returns ApplyResult (and the pages, for diffs)."""
+    rows = [r for r in read_review(path) if (r.get("apply") or "yes").strip().lower() in _YES]
+    by_file: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        by_file.setdefault(row["file"], []).append(row)
+    result = ApplyResult([], [])
+    planned: list[tuple[Page, list[Edit]]] = []
+    for name, file_rows in by_file.items():
+        page = Page(
+            Path(name), Path(name).suffix.lower() in (".md", ".markdown", ".mdown", ".mkd", ".mkdn")
+        )
+        scan_page(page, JudgeOptions(max_chars=max_chars))
+        if page.error or page.decoded is None:
+            result.skipped.append(page.error or f"{name}: cannot be read")
+            continue
+        same = hashlib.sha256(page.decoded.raw).hexdigest()
+        edits: list[Edit] = []
+        used: set[int] = set()
+        for row in file_rows:
+            f = _locate(page.findings, row, unchanged=(row.get("file_sha256") in ("", None, same)))
+            if f is None or id(f) in used:
+                result.skipped.append(
+                    f"{name}:{row['line']}:{row['column']}: element not found (the file changed since the review)"
+                )
+                continue
+            used.add(id(f))
+            if f.element.span is None:
+                result.skipped.append(
+                    f"{name}:{row['line']}:{row['column']}: this text alternative cannot be written"
+                )
+                continue
+            text = " ".join(row["proposed_alt"].split())
+            f.proposed = text
+            if f.changes:
+                edits.append(Edit(f.element.span, text))
+        planned.append((page, edits))
+    for page, edits in planned:
+        if dry_run:
+            continue
+        result.written.append(write_page(page.path, page.decoded, edits, backup=backup))
+    return result, planned
+
+
+def _locate(findings: list[Finding], row: dict[str, str], *, unchanged: bool) -> Finding | None:
+    try:
+        line, column = int(row["line"]), int(row["column"])
+    except ValueError:
+        return None
+    image = row.get("image", "")
+    if unchanged:
+        for f in findings:
+            if f.element.line == line and f.element.column == column:
+                return f
+        return None
+    # The file changed: the same image with the same current alt, if exactly one matches.
+    current = row.get("current_alt")
+    matches = [
+        f
+        for f in findings
+        if (f.element.src or "") == image
+        and ("" if f.element.alt is None else f.element.alt) == (current or "")
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    near = [f for f in matches if f.element.line == line]
+    return near[0] if len(near) == 1 else None
