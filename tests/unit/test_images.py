@@ -619,3 +619,26 @@ def test_unreadable_and_directory_paths(tmp_path):
 def test_wrong_input_type_is_a_programming_error():
     with pytest.raises(TypeError, match="input #0 is a int"):
         list(expand_inputs([42]))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_mutated_files_fail_cleanly(fmt):
+    """A small deterministic fuzz run: flipped bytes and cut files either decode or raise InputError."""
+    rng = np.random.default_rng(7)
+    base = encode(noisy_rgb((24, 16), seed=1), fmt)
+    outcomes = {"decoded": 0, "refused": 0}
+    for trial in range(80):
+        data = bytearray(base)
+        if trial % 4 == 0:
+            data = data[: rng.integers(1, len(data))]
+        else:
+            for pos in rng.integers(0, len(data), rng.integers(1, 8)):
+                data[pos] = rng.integers(0, 256)
+        try:
+            out = load_image(bytes(data), ImageLimits(max_pixels=1_000_000))
+        except InputError:
+            outcomes["refused"] += 1
+        else:
+            assert out.mode == "RGB"
+            outcomes["decoded"] += 1
+    assert outcomes["refused"] > 0  # the mutations did reach the error paths
