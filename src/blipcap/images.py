@@ -98,7 +98,9 @@ _DECODE_ERRORS: tuple[type[BaseException], ...] = (
 # parse runs under the lock; pixel decoding does not.
 _OPEN_LOCK = threading.Lock()
 _HEIF_LOCK = threading.Lock()
-_heif_registered: bool | None = None  # None: not tried yet
+_heif_state: str | None = None  # None: not tried yet; "": registered; else why HEIF is off
+# libheif CVE-2025-68431 (overlay-box out-of-bounds access) is fixed in 1.21.0.
+MIN_LIBHEIF = (1, 21, 0)
 
 # ISO-BMFF brands (the 'ftyp' box) of HEIF-family files.
 _HEIF_BRANDS = {
@@ -191,19 +193,31 @@ def _read_source(source: Any, limits: ImageLimits, name: str) -> bytes:
 # --------------------------------------------------------------------------- formats
 
 
-def _heif_available() -> bool:
-    """Register pillow-heif's opener on first use; False when it is not installed."""
-    global _heif_registered
+def _heif_status() -> str:
+    """Register pillow-heif's opener on first use. "" when HEIF decoding is on, else why it is off."""
+    global _heif_state
     with _HEIF_LOCK:
-        if _heif_registered is None:
+        if _heif_state is None:
             try:
                 import pillow_heif
             except ImportError:
-                _heif_registered = False
+                _heif_state = f"it needs pillow-heif; {HEIF_HINT}"
             else:
-                pillow_heif.register_heif_opener()
-                _heif_registered = True
-        return _heif_registered
+                version = str(pillow_heif.libheif_version())
+                if _version_tuple(version) < MIN_LIBHEIF:
+                    fixed = ".".join(map(str, MIN_LIBHEIF))
+                    _heif_state = (
+                        f"the installed pillow-heif uses libheif {version}, which has known memory-safety "
+                        f"bugs (fixed in {fixed}); upgrade it with: pip install -U pillow-heif"
+                    )
+                else:
+                    pillow_heif.register_heif_opener()
+                    _heif_state = ""
+        return _heif_state
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
 
 def _avif_available() -> bool:
@@ -216,7 +230,7 @@ def allowed_formats(*, load_heif: bool = False) -> tuple[str, ...]:
     formats = list(ALLOWED_FORMATS)
     if _avif_available():
         formats.append("AVIF")
-    if (load_heif and _heif_available()) or _heif_registered:
+    if (load_heif and _heif_status() == "") or _heif_state == "":
         formats.append("HEIF")
     return tuple(formats)
 
@@ -274,9 +288,12 @@ def _refuse_unidentified(data: bytes, name: str, allowed: tuple[str, ...]) -> In
     allowed_txt = ", ".join(allowed)
     kind, what = _sniff(data)
     if kind == "heif":
-        return UnsupportedFormatError(
-            f"{name}: is a HEIF/HEIC image, which needs pillow-heif; {HEIF_HINT}"
-        )
+        why = _heif_status()
+        if not why:
+            return CorruptImageError(
+                f"{name}: looks like HEIF but its header is damaged. Re-download or re-export the file."
+            )
+        return UnsupportedFormatError(f"{name}: is a HEIF/HEIC image, but {why}")
     if kind == "avif":
         return UnsupportedFormatError(
             f"{name}: is an AVIF image, which this Pillow build cannot decode; "

@@ -92,12 +92,34 @@ def test_heif_decodes_with_pillow_heif():
     assert r > 180 and g < 60 and b < 60
 
 
+HEIC_HEADER = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
+
+
 def test_heif_without_plugin_names_the_extra(monkeypatch):
-    monkeypatch.setattr(images, "_heif_registered", False)
-    monkeypatch.setattr(images, "_heif_available", lambda: False)
-    data = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
-    with pytest.raises(UnsupportedFormatError, match=r"pip install 'blipcap\[heif\]'"):
-        load_image(data, name="phone.heic")
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # makes `import pillow_heif` fail
+    monkeypatch.setattr(images, "_heif_state", None)
+    with pytest.raises(UnsupportedFormatError) as info:
+        load_image(HEIC_HEADER, name="phone.heic")
+    assert str(info.value) == (
+        "phone.heic: is a HEIF/HEIC image, but it needs pillow-heif; "
+        "install HEIF support with: pip install 'blipcap[heif]'"
+    )
+    assert "HEIF" not in images.allowed_formats()
+
+
+def test_heif_with_vulnerable_libheif_is_refused(monkeypatch):
+    import types
+
+    def register():
+        raise AssertionError("an old libheif must not be registered")
+
+    fake = types.SimpleNamespace(libheif_version=lambda: "1.17.6", register_heif_opener=register)
+    monkeypatch.setitem(sys.modules, "pillow_heif", fake)
+    monkeypatch.setattr(images, "_heif_state", None)
+    with pytest.raises(
+        UnsupportedFormatError, match=r"libheif 1\.17\.6, which has known memory-safety bugs"
+    ):
+        load_image(HEIC_HEADER)
 
 
 def _psd_bytes() -> bytes:
