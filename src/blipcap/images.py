@@ -103,20 +103,8 @@ _heif_state: str | None = None  # None: not tried yet; "": registered; else why 
 MIN_LIBHEIF = (1, 21, 0)
 
 # ISO-BMFF brands (the 'ftyp' box) of HEIF-family files.
-_HEIF_BRANDS = {
-    b"heic",
-    b"heix",
-    b"hevc",
-    b"hevx",
-    b"heim",
-    b"heis",
-    b"hevm",
-    b"hevs",
-    b"mif1",
-    b"msf1",
-    b"mif2",
-}
-_AVIF_BRANDS = {b"avif", b"avis"}
+_HEIF_BRANDS = frozenset(b"heic heix hevc hevx heim heis hevm hevs mif1 msf1 mif2".split())
+_AVIF_BRANDS = frozenset((b"avif", b"avis"))
 
 
 # --------------------------------------------------------------------------- bytes
