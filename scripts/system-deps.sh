@@ -9,6 +9,7 @@ command -v tesseract >/dev/null || need+=(tesseract-ocr)
 command -v chromium >/dev/null || need+=(chromium chromium-driver)
 command -v java >/dev/null || need+=(default-jre-headless)
 command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+command -v npm >/dev/null || need+=(nodejs npm)  # axe-core for the web page's accessibility test
 
 if ((${#need[@]})); then
   SUDO=""
@@ -16,4 +17,10 @@ if ((${#need[@]})); then
   echo "installing system packages: ${need[*]}" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Browser-test JavaScript (axe-core), pinned by tests/e2e/package-lock.json.
+if [[ ! -f tests/e2e/node_modules/axe-core/axe.min.js ]]; then
+  echo "installing tests/e2e JavaScript packages (npm ci)" >&2
+  npm ci --prefix tests/e2e --no-audit --no-fund --silent
 fi
