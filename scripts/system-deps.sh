@@ -20,7 +20,8 @@ if ((${#need[@]})); then
 fi
 
 # Browser-test JavaScript (axe-core), pinned by tests/e2e/package-lock.json.
-if [[ ! -f tests/e2e/node_modules/axe-core/axe.min.js ]]; then
+e2e="$(dirname "$0")/../tests/e2e"
+if [[ ! -f "$e2e/node_modules/axe-core/axe.min.js" ]]; then
   echo "installing tests/e2e JavaScript packages (npm ci)" >&2
-  npm ci --prefix tests/e2e --no-audit --no-fund --silent
+  npm ci --prefix "$e2e" --no-audit --no-fund --silent
 fi
