@@ -175,13 +175,10 @@ def judge_markup(e: Element, opts: JudgeOptions = JudgeOptions()) -> Finding:
         element=e, status="ok" if not problems else "fix", purpose="unknown", problems=problems
     )
     if not problems:
-        finding.purpose = (
-            "decorative"
-            if alt is not None and not alt.strip()
-            else "functional"
-            if functional
-            else "informative"
-        )
+        if hidden or (alt is not None and not alt.strip()):
+            finding.purpose = "decorative"
+        else:
+            finding.purpose = "functional" if functional else "informative"
         return finding
     rules = {p.rule for p in problems}
     if rules <= _REWRITABLE:
@@ -270,7 +267,7 @@ def judge_image(f: Finding, info: ImageInfo, opts: JudgeOptions = JudgeOptions()
             return _decorative(f, "the text in the image is also on the page")
         f.purpose = "functional" if functional else "text"
         alt = text
-        if functional and (describe_href(e.context.link_href) or "").endswith("home page"):
+        if functional and (describe_href(e.context.link_href) or "").lower().endswith("home page"):
             alt = f"{text} home page"
         f.proposed = to_alt_text(alt, opts.max_chars, from_image_text=True)
         f.reason = "the text in the image (OCR)"

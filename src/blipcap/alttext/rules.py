@@ -128,7 +128,7 @@ _GENERIC_RE = re.compile(
 _CAMERA_RE = re.compile(
     r"^(?:img|dsc[nf_]?|dscf|p\d{3}|pxl|gopr|gh\d{2}|dji|mvimg|wp|vid|pano|sam|cimg|imag|photo|"
     r"image|snapshot|screenshot|screen ?shot|capture|pict?|hpim|mvc|sdc|dcp|kif|fb_img|whatsapp image)"
-    r"[ _-]*\d[\d _.\-:at]*(?:\s*(?:am|pm))?(?:\s*\(\d+\))?(?:\.\w{3,4})?$",
+    r"[ _-]*\d{3}[\d _.\-:at]*(?:\s*(?:am|pm))?(?:\s*\(\d+\))?(?:\.\w{3,4})?$",
     re.IGNORECASE,
 )
 _IMAGE_EXT = r"(?:png|jpe?g|gif|webp|svg|bmp|tiff?|avif|heic|heif|ico|jfif)"

@@ -226,8 +226,18 @@ def _adjacent(node: Node) -> tuple[str, str]:
         holder = Node("#frag", {}, 0, "", children=items)
         return text_of(holder)
 
-    before = chunk(parent.children[:index])
-    after = chunk(parent.children[index + 1 :])
+    def is_block(item: Node | str) -> bool:
+        return isinstance(item, Node) and item.tag not in _INLINE and item.tag not in VOID
+
+    # Only the run of inline content around the image: another paragraph is not "next to" it.
+    start = index
+    while start > 0 and not is_block(parent.children[start - 1]):
+        start -= 1
+    end = index + 1
+    while end < len(parent.children) and not is_block(parent.children[end]):
+        end += 1
+    before = chunk(parent.children[start:index])
+    after = chunk(parent.children[index + 1 : end])
     return before[-300:], after[:300]
 
 

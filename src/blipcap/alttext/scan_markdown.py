@@ -346,15 +346,14 @@ def scan_markdown(text: str, file: Path) -> list[Element]:
         ctx.text_before = _plain(masked[p_start:pivot_start])[-300:]
         ctx.text_after = _plain(masked[pivot_end:p_end])[:300]
         if not ctx.text_before and not ctx.text_after:
-            # A standalone image: the paragraphs around it are its neighbours.
-            prev_end = p_start
-            ps, _ = _paragraph(masked, max(prev_end - 2, 0)) if prev_end > 1 else (0, 0)
-            ctx.text_before = _plain(masked[ps:prev_end])[-300:] if prev_end > 1 else ""
+            # A standalone image followed by an all-emphasis paragraph: the usual Markdown caption.
             ns = p_end
             while ns < len(masked) and masked[ns] in "\r\n \t":
                 ns += 1
             _, ne = _paragraph(masked, ns) if ns < len(masked) else (0, ns)
-            ctx.text_after = _plain(masked[ns:ne])[:300]
+            nxt = masked[ns:ne].strip()
+            if re.fullmatch(r"(\*{1,2}|_{1,2})[^\n]+?\1", nxt):
+                ctx.figcaption = _plain(nxt)
         raw_alt = text[alt_start:alt_end]
         snippet = text[start : _image_end(masked, alt_end)]
         if len(snippet) > 200:
