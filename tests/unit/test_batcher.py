@@ -296,7 +296,10 @@ def test_throughput_stats_and_observer():
 
     async def main():
         b = MicroBatcher(
-            FakeModel(delay=0.05), max_batch_size=4, max_wait=0.01, observe=lambda n, s: observed.append(n)
+            FakeModel(delay=0.05),
+            max_batch_size=4,
+            max_wait=0.01,
+            observe=lambda n, s: observed.append(n),
         )
         await b.start()
         try:

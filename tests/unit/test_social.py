@@ -118,7 +118,11 @@ def test_rank_prefers_consensus_and_drops_duplicates():
 
 
 def test_rank_uses_given_scores():
-    assert rank(["a", "b", "c"], scores=[-2.0, -0.5, -1.0]) == [("b", -0.5), ("c", -1.0), ("a", -2.0)]
+    assert rank(["a", "b", "c"], scores=[-2.0, -0.5, -1.0]) == [
+        ("b", -0.5),
+        ("c", -1.0),
+        ("a", -2.0),
+    ]
 
 
 def test_truncate_cuts_at_a_word_and_adds_an_ellipsis():
@@ -167,13 +171,20 @@ def test_long_text_is_cut_to_fit_every_limit():
 
 
 PROV = Provenance(
-    model="m", revision="r", backend="torch", dtype="float32", device="cpu",
-    options={}, blipcap_version="0.1.0",
+    model="m",
+    revision="r",
+    backend="torch",
+    dtype="float32",
+    device="cpu",
+    options={},
+    blipcap_version="0.1.0",
 )
 
 
 def test_compose_record_for_scheduling_tools():
-    result = Caption(path="cat.jpg", caption="a cat on a sofa", captions=["a cat on a sofa"], provenance=PROV)
+    result = Caption(
+        path="cat.jpg", caption="a cat on a sofa", captions=["a cat on a sofa"], provenance=PROV
+    )
     record = compose(result, "bluesky", SocialOptions(hashtags=True)).to_record()
     assert record == {
         "path": "cat.jpg",
@@ -226,7 +237,9 @@ def test_compose_ranks_sampled_variants():
 
 
 def test_compose_keeps_item_errors():
-    result = Caption(path="bad.png", caption=None, error=ItemError("CorruptImageError", "bad.png: truncated"))
+    result = Caption(
+        path="bad.png", caption=None, error=ItemError("CorruptImageError", "bad.png: truncated")
+    )
     record = compose(result, "x", SocialOptions()).to_record()
     assert record["error"] == {"type": "CorruptImageError", "message": "bad.png: truncated"}
     assert record["alt_text"] is None and record["variants"] == []

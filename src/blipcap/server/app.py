@@ -372,7 +372,9 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/livez", response_model=schemas.Health, tags=["health"])
+    @app.get(
+        "/livez", response_model=schemas.Health, response_model_exclude_none=True, tags=["health"]
+    )
     async def livez() -> dict:
         """Liveness: the process answers (no model or database involved)."""
         return {"status": "alive"}
