@@ -31,16 +31,33 @@ def synthetic_images(n: int, width: int = 640, height: int = 480, seed: int = 0)
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    return [Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)) for _ in range(n)]
+    return [
+        Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)) for _ in range(n)
+    ]
 
 
 def machine() -> dict:
-    info = {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count()}
+    info = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "")
+        info["cpu"] = next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in lscpu.splitlines()
+                if ln.startswith("Model name")
+            ),
+            "",
+        )
         flags = next((ln for ln in lscpu.splitlines() if ln.startswith("Flags")), "")
-        info["isa"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags.split()]
+        info["isa"] = [
+            f
+            for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+            if f in flags.split()
+        ]
     except OSError:
         pass
     for lib in ("torch", "transformers", "onnxruntime", "numpy"):
@@ -53,7 +70,9 @@ def machine() -> dict:
 
 def run_worker(script: Path, args: list[str]) -> dict:
     """Run one configuration in a fresh process (so peak RSS is that configuration's alone)."""
-    proc = subprocess.run([sys.executable, str(script), "--worker", *args], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(script), "--worker", *args], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"worker {args} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

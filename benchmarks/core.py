@@ -46,7 +46,9 @@ def worker(impl: str, checkpoint: str, batch: int, tokens: int, repeats: int) ->
         cap = Captioner(checkpoint, backend="torch", device="cpu", dtype="float32")
 
         def run():
-            results = cap.caption(images, batch_size=batch, min_new_tokens=tokens, max_new_tokens=tokens)
+            results = cap.caption(
+                images, batch_size=batch, min_new_tokens=tokens, max_new_tokens=tokens
+            )
             assert all(r.ok for r in results)
 
     run()  # warm-up, also the cold start to the first caption
@@ -65,13 +67,25 @@ def worker(impl: str, checkpoint: str, batch: int, tokens: int, repeats: int) ->
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--shape", default="large", choices=["tiny", "small", "base", "large"])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--tokens", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=None, help="JSON results (default benchmarks/results/core-<host>.json)")
-    ap.add_argument("--worker", nargs=5, metavar=("IMPL", "CKPT", "BATCH", "TOKENS", "REPEATS"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON results (default benchmarks/results/core-<host>.json)",
+    )
+    ap.add_argument(
+        "--worker",
+        nargs=5,
+        metavar=("IMPL", "CKPT", "BATCH", "TOKENS", "REPEATS"),
+        help=argparse.SUPPRESS,
+    )
     args = ap.parse_args()
     if args.worker:
         impl, ckpt, batch, tokens, repeats = args.worker
@@ -82,19 +96,35 @@ def main() -> None:
     rows = []
     for batch in args.batches:
         for impl in ("transformers", "blipcap-torch"):
-            r = run_worker(Path(__file__), [impl, str(ckpt), str(batch), str(args.tokens), str(args.repeats)])
+            r = run_worker(
+                Path(__file__), [impl, str(ckpt), str(batch), str(args.tokens), str(args.repeats)]
+            )
             rows.append(r)
-            print(f"{impl:14s} batch {batch:3d}: {r['images_per_second']:.3f} img/s, "
-                  f"peak RSS {r['peak_rss_mib']:.0f} MiB, cold start {r['cold_start_seconds']:.1f} s", file=sys.stderr)
-    table = ["| batch | implementation | images/s | ratio | peak RSS (MiB) | RSS ratio |", "|---|---|---|---|---|---|"]
+            print(
+                f"{impl:14s} batch {batch:3d}: {r['images_per_second']:.3f} img/s, "
+                f"peak RSS {r['peak_rss_mib']:.0f} MiB, cold start {r['cold_start_seconds']:.1f} s",
+                file=sys.stderr,
+            )
+    table = [
+        "| batch | implementation | images/s | ratio | peak RSS (MiB) | RSS ratio |",
+        "|---|---|---|---|---|---|",
+    ]
     for batch in args.batches:
         base = next(r for r in rows if r["batch"] == batch and r["impl"] == "transformers")
         for r in (x for x in rows if x["batch"] == batch):
             r["speed_ratio"] = r["images_per_second"] / base["images_per_second"]
             r["rss_ratio"] = r["peak_rss_mib"] / base["peak_rss_mib"]
-            table.append(f"| {batch} | {r['impl']} | {r['images_per_second']:.3f} | {r['speed_ratio']:.2f}x "
-                         f"| {r['peak_rss_mib']:.0f} | {r['rss_ratio']:.2f} |")
-    result = {"benchmark": "core", "shape": args.shape, "tokens": args.tokens, "machine": machine(), "results": rows}
+            table.append(
+                f"| {batch} | {r['impl']} | {r['images_per_second']:.3f} | {r['speed_ratio']:.2f}x "
+                f"| {r['peak_rss_mib']:.0f} | {r['rss_ratio']:.2f} |"
+            )
+    result = {
+        "benchmark": "core",
+        "shape": args.shape,
+        "tokens": args.tokens,
+        "machine": machine(),
+        "results": rows,
+    }
     out = args.out or Path(__file__).parent / "results" / f"core-{socket.gethostname()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -10,7 +10,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the model hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-_CACHE = Path(os.environ.get("BLIPCAP_TEST_CACHE", Path(__file__).parent.parent / ".cache" / "checkpoints"))
+_CACHE = Path(
+    os.environ.get("BLIPCAP_TEST_CACHE", Path(__file__).parent.parent / ".cache" / "checkpoints")
+)
 
 
 def checkpoint(shape: str, seed: int = 0, safetensors: bool = True) -> Path:

@@ -113,7 +113,9 @@ class TorchOps:
         self.device = device
 
     def tensor(self, data: Any, dtype: str = "int64"):
-        return self.torch.as_tensor(np.asarray(data), dtype=getattr(self.torch, dtype), device=self.device)
+        return self.torch.as_tensor(
+            np.asarray(data), dtype=getattr(self.torch, dtype), device=self.device
+        )
 
     def full(self, shape, value, dtype: str):
         return self.torch.full(shape, value, dtype=getattr(self.torch, dtype), device=self.device)

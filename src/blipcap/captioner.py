@@ -170,12 +170,16 @@ class Captioner:
         except (TypeError, ValueError):
             size = 0
         if size < 1:
-            raise OptionsError(f"batch_size must be 'auto' or a positive integer, got {batch_size!r}")
+            raise OptionsError(
+                f"batch_size must be 'auto' or a positive integer, got {batch_size!r}"
+            )
         return size
 
     def generate_tokens(self, pixels: np.ndarray, options: CaptionOptions) -> list[list[list[int]]]:
         """Model step for one batch of preprocessed images: token ids per image per caption."""
-        return generate(self.backend, pixels, self.tokenizer.prompt_ids(options.prompt), options, self.special)
+        return generate(
+            self.backend, pixels, self.tokenizer.prompt_ids(options.prompt), options, self.special
+        )
 
     def _run_batch(self, batch: list[_Prepared], opts, provenance, bar) -> Iterator[Caption]:
         good = [p for p in batch if p.pixels is not None]

@@ -62,7 +62,9 @@ def generate(
     if options.num_beams > 1:
         seqs = _beam_search(backend, pixel_values, prompt_ids, options, special, min_len, max_len)
     else:
-        seqs = _greedy_or_sample(backend, pixel_values, prompt_ids, options, special, min_len, max_len)
+        seqs = _greedy_or_sample(
+            backend, pixel_values, prompt_ids, options, special, min_len, max_len
+        )
     p = len(prompt_ids)
     out = []
     for per_image in seqs:
@@ -92,7 +94,9 @@ def process_scores(ops, seqs, scores, cur_len: int, min_len: int, o: CaptionOpti
         got = ops.where(got < 0, got * o.repetition_penalty, got / o.repetition_penalty)
         ops.put_along(scores, seen, got)
     if o.no_repeat_ngram_size and cur_len + 1 >= o.no_repeat_ngram_size:
-        for row, banned in enumerate(_banned_ngrams(ops.to_numpy(seqs[:, :cur_len]), o.no_repeat_ngram_size)):
+        for row, banned in enumerate(
+            _banned_ngrams(ops.to_numpy(seqs[:, :cur_len]), o.no_repeat_ngram_size)
+        ):
             if banned:
                 scores[row, ops.tensor(sorted(banned))] = NEG_INF
     if cur_len < min_len:
@@ -140,7 +144,9 @@ def _greedy_or_sample(backend, pixels, prompt_ids, o: CaptionOptions, special, m
     unfinished = ops.full((rows,), True, "bool")
     logits = session.step(seqs[:, :cur])
     while True:
-        scores = process_scores(ops, seqs, ops.astype(logits, "float32"), cur, min_len, o, special.eos)
+        scores = process_scores(
+            ops, seqs, ops.astype(logits, "float32"), cur, min_len, o, special.eos
+        )
         if o.do_sample:
             next_tokens = ops.multinomial(ops.softmax(_warp(ops, scores, o)), rng)
         else:
@@ -215,11 +221,7 @@ def _beam_search(backend, pixels, prompt_ids, o: CaptionOptions, special, min_le
         best_running = running_scores[:, :1] / float(best_len**lp)
         worst_done = ops.where(is_finished, ops.min(finished_scores, 1), -1e9)
         can_improve = can_improve & ops.any_axis(best_running > worst_done, 1)
-        stop = (
-            not ops.any(can_improve)
-            or (early is True and ops.all(is_finished))
-            or ops.all(hits)
-        )
+        stop = not ops.any(can_improve) or (early is True and ops.all(is_finished)) or ops.all(hits)
         if stop:
             break
         session.reorder(source_rows)

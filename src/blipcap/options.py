@@ -80,6 +80,7 @@ class CaptionOptions:
 
 OPTION_NAMES = frozenset(f.name for f in fields(CaptionOptions))
 
+
 def resolve_options(
     options: CaptionOptions | None = None, preset: str | None = None, **overrides: Any
 ) -> CaptionOptions:

@@ -37,7 +37,11 @@ def test_jsonl_records_in_stable_order(tiny_checkpoint, photos):
     p = run("caption", str(photos), "--model", str(tiny_checkpoint), "--max-new-tokens", "5")
     assert p.returncode == 0, p.stderr.decode()
     records = [json.loads(line) for line in p.stdout.decode().splitlines()]
-    assert [Path(r["path"]).relative_to(photos).as_posix() for r in records] == ["a.png", "b.jpg", "sub/c.webp"]
+    assert [Path(r["path"]).relative_to(photos).as_posix() for r in records] == [
+        "a.png",
+        "b.jpg",
+        "sub/c.webp",
+    ]
     for r in records:
         assert r["error"] is None and r["caption"]
         assert r["model"] == str(tiny_checkpoint) and r["backend"] == "torch"
@@ -48,7 +52,15 @@ def test_jsonl_records_in_stable_order(tiny_checkpoint, photos):
 def test_item_error_gives_exit_1_and_a_record(tiny_checkpoint, photos, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"")
-    p = run("caption", str(photos / "a.png"), str(bad), "--model", str(tiny_checkpoint), "--format", "plain")
+    p = run(
+        "caption",
+        str(photos / "a.png"),
+        str(bad),
+        "--model",
+        str(tiny_checkpoint),
+        "--format",
+        "plain",
+    )
     assert p.returncode == 1
     lines = p.stdout.decode().splitlines()
     assert lines[0].startswith(f"{photos / 'a.png'}\t") and "ERROR" not in lines[0]
@@ -59,7 +71,17 @@ def test_item_error_gives_exit_1_and_a_record(tiny_checkpoint, photos, tmp_path)
 def test_stdin_csv_and_atomic_output(tiny_checkpoint, photos, tmp_path):
     out = tmp_path / "out.csv"
     data = (photos / "b.jpg").read_bytes()
-    p = run("caption", "-", "--model", str(tiny_checkpoint), "--format", "csv", "-o", str(out), input=data)
+    p = run(
+        "caption",
+        "-",
+        "--model",
+        str(tiny_checkpoint),
+        "--format",
+        "csv",
+        "-o",
+        str(out),
+        input=data,
+    )
     assert p.returncode == 0, p.stderr.decode()
     rows = list(csv.reader(io.StringIO(out.read_text())))
     assert rows[0] == ["path", "caption", "captions", "error"]
@@ -79,5 +101,14 @@ def test_help_teaches():
     p = run("caption", "--help")
     assert p.returncode == 0
     text = p.stdout.decode()
-    for flag in ("--model", "--backend", "--device", "--dtype", "--preset", "--beams", "--format", "Examples:"):
+    for flag in (
+        "--model",
+        "--backend",
+        "--device",
+        "--dtype",
+        "--preset",
+        "--beams",
+        "--format",
+        "Examples:",
+    ):
         assert flag in text

@@ -27,5 +27,7 @@ def test_readme_python_examples_run(tiny_checkpoint, tmp_path):
     Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(photos / "dog.png")
     env = {"BLIPCAP_MODEL": str(tiny_checkpoint), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     for code in blocks:
-        p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, timeout=300)
+        p = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, timeout=300
+        )
         assert p.returncode == 0, f"README example failed:\n{code}\n{p.stderr.decode()[-2000:]}"

@@ -29,7 +29,13 @@ def test_results_in_input_order_with_item_errors(cap, tmp_path):
     good.write_bytes(jpeg(1))
     fake = tmp_path / "page.jpg"
     fake.write_text("<html><body>not an image</body></html>")
-    inputs = [str(good), jpeg(2), str(fake), str(tmp_path / "missing.png"), Image.new("RGB", (9, 9))]
+    inputs = [
+        str(good),
+        jpeg(2),
+        str(fake),
+        str(tmp_path / "missing.png"),
+        Image.new("RGB", (9, 9)),
+    ]
     results = cap.caption(inputs, batch_size=2)
     assert [r.ok for r in results] == [True, True, False, False, True]
     assert results[0].path == str(good)
@@ -66,7 +72,9 @@ def test_several_captions(cap):
 
 def test_prompt_is_stripped_unless_asked(cap):
     stripped = cap.caption([jpeg(0)], prompt="a photo of", max_new_tokens=4)[0].caption
-    kept = cap.caption([jpeg(0)], prompt="a photo of", max_new_tokens=4, strip_prompt=False)[0].caption
+    kept = cap.caption([jpeg(0)], prompt="a photo of", max_new_tokens=4, strip_prompt=False)[
+        0
+    ].caption
     assert kept == f"a photo of {stripped}"
 
 

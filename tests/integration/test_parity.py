@@ -21,9 +21,15 @@ skdata = pytest.importorskip("skimage.data")
 
 def photos() -> list[Image.Image]:
     """Three real photographs and two generated images (a gradient, shapes on noise)."""
-    real = [Image.fromarray(skdata.astronaut()), Image.fromarray(skdata.coffee()), Image.fromarray(skdata.chelsea())]
+    real = [
+        Image.fromarray(skdata.astronaut()),
+        Image.fromarray(skdata.coffee()),
+        Image.fromarray(skdata.chelsea()),
+    ]
     y, x = np.mgrid[0:240, 0:320]
-    gradient = np.stack([x * 255 // 319, y * 255 // 239, (x + y) * 255 // 558], axis=-1).astype(np.uint8)
+    gradient = np.stack([x * 255 // 319, y * 255 // 239, (x + y) * 255 // 558], axis=-1).astype(
+        np.uint8
+    )
     rng = np.random.default_rng(7)
     noise = Image.fromarray(rng.integers(0, 255, (300, 200, 3), dtype=np.uint8))
     draw = ImageDraw.Draw(noise)
@@ -36,10 +42,14 @@ CASES = {
     "greedy": dict(preset="default", overrides=dict(max_new_tokens=20)),
     "coco-beam": dict(preset="coco", overrides={}),
     "prompt": dict(preset="default", overrides=dict(prompt="a photography of", max_new_tokens=12)),
-    "beam-k-captions": dict(preset="default", overrides=dict(num_beams=4, num_captions=3, max_new_tokens=10)),
+    "beam-k-captions": dict(
+        preset="default", overrides=dict(num_beams=4, num_captions=3, max_new_tokens=10)
+    ),
     "penalties": dict(
         preset="default",
-        overrides=dict(repetition_penalty=1.5, no_repeat_ngram_size=2, min_new_tokens=6, max_new_tokens=10),
+        overrides=dict(
+            repetition_penalty=1.5, no_repeat_ngram_size=2, min_new_tokens=6, max_new_tokens=10
+        ),
     ),
 }
 
@@ -59,8 +69,12 @@ def reference_tokens(model, processor, images, options, prompt_len: int) -> list
     )
     if options.prompt:
         inputs = processor(images=images, text=[options.prompt] * len(images), return_tensors="pt")
-        out = model.generate(pixel_values=inputs.pixel_values, input_ids=inputs.input_ids,
-                             attention_mask=inputs.attention_mask, **kwargs)
+        out = model.generate(
+            pixel_values=inputs.pixel_values,
+            input_ids=inputs.input_ids,
+            attention_mask=inputs.attention_mask,
+            **kwargs,
+        )
     else:
         inputs = processor(images=images, return_tensors="pt")
         out = model.generate(pixel_values=inputs.pixel_values, **kwargs)
@@ -135,7 +149,9 @@ def test_pytorch_model_bin_loads_the_same(models):
     bin_cap = Captioner(str(path), backend="torch", device="cpu")
     st_cap = Captioner(str(checkpoint("tiny", seed=0)), backend="torch", device="cpu")
     images = photos()[:2]
-    assert [r.caption for r in bin_cap.caption(images)] == [r.caption for r in st_cap.caption(images)]
+    assert [r.caption for r in bin_cap.caption(images)] == [
+        r.caption for r in st_cap.caption(images)
+    ]
 
 
 @pytest.mark.slow
@@ -144,7 +160,10 @@ def test_published_shapes(shape):
     """The full BLIP-base and BLIP-large shapes: greedy and the coco preset, token-identical."""
     ref, proc, cap = _load(shape, seed=3)
     images = photos()[:2]
-    for options in (resolve_options(max_new_tokens=8), resolve_options(preset="coco", max_length=10)):
+    for options in (
+        resolve_options(max_new_tokens=8),
+        resolve_options(preset="coco", max_length=10),
+    ):
         prompt_len = len(cap.tokenizer.prompt_ids(options.prompt))
         with torch.no_grad():
             expected = reference_tokens(ref, proc, images, options, prompt_len)

@@ -86,8 +86,17 @@ def test_images_decode_independently_in_one_batch():
 def test_beam_search_finds_the_better_sequence_greedy_misses():
     # Greedy takes 4 (logit 2 vs 1.5) but 4's continuation is poor; beam search
     # keeps 5 alive and finds 5 -> 6 -> eos with the higher total log-probability.
-    t = chain((0, BOS, 4, 2.0), (0, BOS, 5, 1.5), (0, 4, 7, 0.0), (0, 4, 6, 0.0), (0, 4, 3, 0.0),
-              (0, 5, 6, 6.0), (0, 6, EOS, 6.0), (0, 7, EOS, 6.0), (0, 3, EOS, 6.0))
+    t = chain(
+        (0, BOS, 4, 2.0),
+        (0, BOS, 5, 1.5),
+        (0, 4, 7, 0.0),
+        (0, 4, 6, 0.0),
+        (0, 4, 3, 0.0),
+        (0, 5, 6, 6.0),
+        (0, 6, EOS, 6.0),
+        (0, 7, EOS, 6.0),
+        (0, 3, EOS, 6.0),
+    )
     greedy = run(t, max_new_tokens=5)[0][0]
     beam = run(t, max_new_tokens=5, num_beams=2)[0][0]
     assert greedy[0] == 4
@@ -127,8 +136,15 @@ def test_torch_ops_give_the_same_result():
     torch = pytest.importorskip("torch")
     from blipcap.arrays import TorchOps
 
-    t = chain((0, BOS, 4, 2.0), (0, BOS, 5, 1.5), (0, 4, 7, 0.0), (0, 4, 6, 0.0), (0, 5, 6, 6.0),
-              (0, 6, EOS, 6.0), (0, 7, EOS, 6.0))
+    t = chain(
+        (0, BOS, 4, 2.0),
+        (0, BOS, 5, 1.5),
+        (0, 4, 7, 0.0),
+        (0, 4, 6, 0.0),
+        (0, 5, 6, 6.0),
+        (0, 6, EOS, 6.0),
+        (0, 7, EOS, 6.0),
+    )
 
     class TorchScripted(ScriptedBackend):
         ops = TorchOps("cpu")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import sys
@@ -77,7 +76,9 @@ records carry an "error"), 2 on usage errors.
     help="Progress bar on stderr [default: when stderr is a terminal].",
 )
 @cli_errors
-def caption(inputs, model, backend, device, dtype, batch_size, fmt, output, no_recursive, progress, **flags):
+def caption(
+    inputs, model, backend, device, dtype, batch_size, fmt, output, no_recursive, progress, **flags
+):
     """Caption images: files, folders (recursively), glob patterns, http(s) URLs, or - for stdin.
 
     Results come out in input order, one per input. An unreadable image gets a
@@ -147,7 +148,7 @@ def _open_output(path: Path | None) -> Iterator[IO[str]]:
         raise BlipcapError(f"cannot write {path}: folder {directory} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=directory)
     try:
-        with io.open(fd, "w", encoding="utf-8", newline="") as f:
+        with open(fd, "w", encoding="utf-8", newline="") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -64,14 +64,21 @@ def decoding_options(f: Callable) -> Callable:
             help="default: greedy, 30 new tokens, artifacts cleaned. "
             "coco: the paper's protocol (beam 3, length 5..20 with the prompt 'a picture of ').",
         ),
-        click.option("--beams", "num_beams", type=click.IntRange(min=1), default=None, help="Beam width."),
+        click.option(
+            "--beams", "num_beams", type=click.IntRange(min=1), default=None, help="Beam width."
+        ),
         click.option("--max-new-tokens", type=click.IntRange(min=1), default=None),
         click.option("--min-new-tokens", type=click.IntRange(min=0), default=None),
         click.option("--prompt", default=None, help="Conditional captioning: continue this text."),
         click.option("--sample", "do_sample", is_flag=True, default=None, help="Nucleus sampling."),
         click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None),
         click.option("--temperature", type=click.FloatRange(0, min_open=True), default=None),
-        click.option("--num-captions", type=click.IntRange(min=1), default=None, help="Captions per image (K)."),
+        click.option(
+            "--num-captions",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Captions per image (K).",
+        ),
         click.option("--repetition-penalty", type=click.FloatRange(0, min_open=True), default=None),
         click.option("--seed", type=int, default=None, help="Seed for --sample."),
     ]

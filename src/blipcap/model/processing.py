@@ -48,7 +48,9 @@ class ImagePreprocessor:
             elif nested.exists():
                 raw = json.loads(nested.read_text()).get("image_processor", {})
         except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"cannot read the preprocessing config in {directory}: {exc}") from exc
+            raise ModelLoadError(
+                f"cannot read the preprocessing config in {directory}: {exc}"
+            ) from exc
         size = raw.get("size") or {}
         if isinstance(size, int):
             size = {"height": size, "width": size}

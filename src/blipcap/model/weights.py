@@ -72,7 +72,9 @@ def read_state_dict(files: Iterable[Path]) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_model(directory: Path, config: BlipConfig, dtype: torch.dtype, device) -> BlipCaptioningModel:
+def load_model(
+    directory: Path, config: BlipConfig, dtype: torch.dtype, device
+) -> BlipCaptioningModel:
     """Build the model and load the checkpoint in ``directory``; strict about missing keys and shapes."""
     with torch.device("meta"):
         model = BlipCaptioningModel(config)
