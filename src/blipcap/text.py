@@ -118,6 +118,9 @@ def to_alt_text(caption: str, max_chars: int = 150, *, from_image_text: bool = F
         text = re.sub(r"\bi\b", "I", text)
         # The article a lead-in leaves behind stays ("image of a dog" -> "a dog").
         text = strip_lead_in(text)
+    if not from_image_text:
+        # A WordPiece continuation ("##ing") cannot start a caption; nor can stray punctuation.
+        text = re.sub(r"^[#\s,;:.\-]+", "", text)
     text = text.strip(" ,;:-")
     if not text:
         return ""

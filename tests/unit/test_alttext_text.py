@@ -53,6 +53,7 @@ def test_clean_caption_leaves_clean_captions_byte_identical(caption):
         ("a man and i", "A man and I."),
         ("Already a sentence!", "Already a sentence!"),
         ("   ", ""),
+        ("##ing dog", "Ing dog."),
     ],
 )
 def test_to_alt_text_style(caption, expected):

@@ -254,10 +254,10 @@ def judge_image(f: Finding, info: ImageInfo, opts: JudgeOptions = JudgeOptions()
     if info.width is not None and info.height is not None and info.width <= 2 and info.height <= 2:
         return _decorative(f, f"a {info.width}x{info.height} pixel spacer or tracking image")
     if info.error and not (info.ocr_text or info.caption):
-        f.problems.append(Problem("image-unreadable", info.error))
         if functional and _functional_fallback(f, opts):
             f.purpose = "functional"
-            return f
+            return f  # the destination names it; the image itself was not needed
+        f.problems.append(Problem("image-unreadable", info.error))
         f.status = "manual"
         f.reason = "the image could not be read, so nothing is proposed"
         return f
