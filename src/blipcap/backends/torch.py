@@ -10,6 +10,7 @@ from .._optional import require
 from ..arrays import TorchOps
 from ..errors import BackendError
 from ..model.config import BlipConfig
+from .cuda import fast_path_enabled
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -40,7 +41,9 @@ def resolve_dtype(dtype: str, device: str) -> str:
 class TorchSession:
     """Decoder state for one batch: shared cross-attention K/V, preallocated self-attention cache."""
 
-    def __init__(self, backend: TorchBackend, pixel_values: np.ndarray, rows_per_image: int, max_len: int):
+    def __init__(
+        self, backend: TorchBackend, pixel_values: np.ndarray, rows_per_image: int, max_len: int
+    ):
         torch = backend.torch
         model = backend.model
         self.backend = backend
@@ -72,7 +75,9 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, directory: Path, config: BlipConfig, device: str = "auto", dtype: str = "auto"):
+    def __init__(
+        self, directory: Path, config: BlipConfig, device: str = "auto", dtype: str = "auto"
+    ):
         self.torch = require("torch", "torch", "the torch backend")
         from ..model.weights import load_model
 
@@ -82,6 +87,13 @@ class TorchBackend:
         self.config = config
         self.model = load_model(directory, config, self.dtype, self.device)
         self.ops = TorchOps(self.device)
+        # CUDA: static KV cache + graph-captured decode steps (backends/cuda.py).
+        # The CPU keeps the default path, whose numerics the parity suite pins.
+        self.fast_path = None
+        if fast_path_enabled(self.device):
+            from .cuda import FastPath, FastPathOptions
+
+            self.fast_path = FastPath(self, FastPathOptions.from_env())
 
     def start(self, pixel_values: np.ndarray, rows_per_image: int, max_len: int) -> TorchSession:
         if max_len > self.config.text.max_position_embeddings:
@@ -89,4 +101,6 @@ class TorchBackend:
                 f"a total length of {max_len} tokens exceeds the model's "
                 f"{self.config.text.max_position_embeddings} positions; lower --max-new-tokens"
             )
+        if self.fast_path is not None:
+            return self.fast_path.start(pixel_values, rows_per_image, max_len)
         return TorchSession(self, pixel_values, rows_per_image, max_len)

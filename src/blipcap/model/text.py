@@ -73,12 +73,12 @@ class AddNorm(nn.Module):
 class Attention(nn.Module):
     def __init__(self, c: TextConfig, kv_in: int):
         super().__init__()
-        setattr(self, "self", Projections(c.hidden_size, kv_in))  # HF key: attention.self.query
+        self.self = Projections(c.hidden_size, kv_in)  # HF key: attention.self.query
         self.output = AddNorm(c.hidden_size, c.hidden_size, c.layer_norm_eps)
 
     @property
     def proj(self) -> Projections:
-        return getattr(self, "self")
+        return self.self
 
 
 class Intermediate(nn.Module):
@@ -112,8 +112,12 @@ class DecoderLayer(nn.Module):
         cross: tuple[torch.Tensor, torch.Tensor],
         rows_per_image: int,
     ) -> torch.Tensor:
-        n, t, _ = x.shape
-        # Causal self-attention over the cache.
+        x = self.self_attention(x, cache, start)
+        return self.cross_attention_and_ffn(x, cross, rows_per_image)
+
+    def self_attention(self, x: torch.Tensor, cache: torch.Tensor, start: int) -> torch.Tensor:
+        """Causal self-attention over the cache, writing this step's keys/values at ``start``."""
+        t = x.shape[1]
         p = self.attention.proj
         q = self._split(p.query(x))
         cache[0, :, :, start : start + t] = self._split(p.key(x))
@@ -122,15 +126,27 @@ class DecoderLayer(nn.Module):
         if t > 1 and start:
             raise ValueError("multi-token steps are only supported from position 0 (the prompt)")
         attn = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
-        x = self.attention.output(self._merge(attn), x)
+        return self.attention.output(self._merge(attn), x)
 
+    def cross_attention_and_ffn(
+        self, x: torch.Tensor, cross: tuple[torch.Tensor, torch.Tensor], rows_per_image: int
+    ) -> torch.Tensor:
+        """Cross-attention to the image (one K/V copy per image) and the feed-forward block.
+
+        Shared by the default step and the static-shape step of the CUDA fast path.
+        """
+        n, t, _ = x.shape
         # Cross-attention: fold the rows of each image into the query axis so
         # every row attends to the image's single copy of keys/values.
         q = self._split(self.crossattention.proj.query(x))  # (n, h, t, hd)
         ck, cv = cross  # (images, h, s, hd)
         images, r = ck.shape[0], rows_per_image
         hd = q.shape[-1]
-        q = q.view(images, r, self.heads, t, hd).transpose(1, 2).reshape(images, self.heads, r * t, hd)
+        q = (
+            q.view(images, r, self.heads, t, hd)
+            .transpose(1, 2)
+            .reshape(images, self.heads, r * t, hd)
+        )
         attn = F.scaled_dot_product_attention(q, ck, cv)
         attn = attn.view(images, self.heads, r, t, hd).transpose(1, 2).reshape(n, self.heads, t, hd)
         x = self.crossattention.output(self._merge(attn), x)
