@@ -219,7 +219,7 @@ class FastPath:
         images = image_embeds.shape[0]
         buf = self.buffers_for(images, rows_per_image, max_len)
         with torch.no_grad():
-            for layer, (k_buf, v_buf) in zip(self.decoder.bert.encoder.layer, buf.cross):
+            for layer, (k_buf, v_buf) in zip(self.decoder.bert.encoder.layer, buf.cross, strict=True):
                 p = layer.crossattention.proj
                 k_buf[:images].copy_(layer._split(p.key(image_embeds)))
                 v_buf[:images].copy_(layer._split(p.value(image_embeds)))
