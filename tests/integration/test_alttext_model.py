@@ -61,11 +61,23 @@ def test_check_write_check_with_a_tiny_model(tiny_checkpoint, tmp_path):
     diff = cli(str(site), *model, "--cache", cache, "--no-ocr")
     assert diff.exit_code == 0, diff.output
     assert "random weights" in diff.stderr
-    assert diff.stdout.count("\n+<") == 3 and '+<p><a href="/garden/"><img src="img/green.png" alt="Garden."></a></p>' in diff.stdout
+    assert (
+        diff.stdout.count("\n+<") == 3
+        and '+<p><a href="/garden/"><img src="img/green.png" alt="Garden."></a></p>' in diff.stdout
+    )
     assert "2 images captioned, 0 from cache" in diff.stderr
     assert (site / "index.html").read_text() == PAGE  # a diff only: nothing written
 
-    wrote = cli(str(site), *model, "--cache", cache, "--no-ocr", "--write", "--report", str(tmp_path / "r.json"))
+    wrote = cli(
+        str(site),
+        *model,
+        "--cache",
+        cache,
+        "--no-ocr",
+        "--write",
+        "--report",
+        str(tmp_path / "r.json"),
+    )
     assert wrote.exit_code == 0, wrote.output
     assert "0 images captioned, 2 from cache" in wrote.stderr  # the re-run re-captions nothing
     after = (site / "index.html").read_text()
@@ -79,10 +91,16 @@ def test_check_write_check_with_a_tiny_model(tiny_checkpoint, tmp_path):
         if f["proposed_alt"]:
             alt = f["proposed_alt"]
             assert not alt[0].islower() and alt[0] != "#" and alt.endswith(".") and len(alt) <= 150
-            assert "arafed" not in alt.lower() and not alt.lower().startswith(("image of", "a picture of"))
+            assert "arafed" not in alt.lower() and not alt.lower().startswith(
+                ("image of", "a picture of")
+            )
             assert f'alt="{alt}"' in after
     # Changed lines are exactly the three image lines.
-    changed = [i for i, (a, b) in enumerate(zip(PAGE.splitlines(), after.splitlines(), strict=True)) if a != b]
+    changed = [
+        i
+        for i, (a, b) in enumerate(zip(PAGE.splitlines(), after.splitlines(), strict=True))
+        if a != b
+    ]
     assert changed == [3, 4, 5]
 
 
@@ -113,7 +131,9 @@ def test_images_of_text_get_their_text_with_real_ocr(tmp_path):
 
 def test_a_kill_during_write_leaves_the_original_intact(tmp_path):
     page = tmp_path / "page.html"
-    original = '<p>caf\xe9</p>\r\n<img src="a.png" alt="Image of a cat on a mat">\r\n'.encode("latin-1")
+    original = '<p>caf\xe9</p>\r\n<img src="a.png" alt="Image of a cat on a mat">\r\n'.encode(
+        "latin-1"
+    )
     page.write_bytes(original)
     env = dict(os.environ, BLIPCAP_TEST_PAUSE_BEFORE_REPLACE="60")
     code = "from blipcap.cli import main; main()"

@@ -103,7 +103,9 @@ PAGE = """<!DOCTYPE html>
 def site(tmp_path: Path) -> Path:
     img = tmp_path / "img"
     # Distinct colours: identical bytes would (rightly) be captioned once under one name.
-    for i, name in enumerate(("photo.png", "tools.png", "button.png", "chart.png", "figure.png", "lazy.png")):
+    for i, name in enumerate(
+        ("photo.png", "tools.png", "button.png", "chart.png", "figure.png", "lazy.png")
+    ):
         png(img / name, color=(40 * i, 10, 10))
     png(img / "logo.png", TEXT_SIZE, color=(0, 0, 90))
     png(img / "sign.png", TEXT_SIZE, color=(0, 90, 0))
@@ -120,7 +122,9 @@ def site(tmp_path: Path) -> Path:
 def decide(site: Path, **kw):
     captions = FakeCaptions()
     ocr = FakeOcr()
-    run = run_alt_text([site], AltTextOptions(**kw), captions=captions, ocr=ocr, cache=CaptionCache(None))
+    run = run_alt_text(
+        [site], AltTextOptions(**kw), captions=captions, ocr=ocr, cache=CaptionCache(None)
+    )
     by_id = {f.element.attrs.get("id"): f for f in run.findings}
     return run, by_id, captions, ocr
 
@@ -183,7 +187,9 @@ def test_reasons_problems_and_notes(site):
 
 
 def test_root_relative_needs_a_base_dir_when_a_file_is_given(site):
-    run = run_alt_text([site / "index.html"], captions=FakeCaptions(), ocr=FakeOcr(), cache=CaptionCache(None))
+    run = run_alt_text(
+        [site / "index.html"], captions=FakeCaptions(), ocr=FakeOcr(), cache=CaptionCache(None)
+    )
     root = next(f for f in run.findings if f.element.attrs.get("id") == "root")
     assert root.status == "manual"
     assert "--base-dir" in root.image.error

@@ -14,7 +14,10 @@ from blipcap.alttext.engine import run_alt_text
 from blipcap.alttext.report import to_html, to_json, to_sarif, write_report
 from blipcap.alttext.review import apply_review, write_review
 
-SCHEMA = Path(__file__).parents[1] / "e2e/node_modules/@microsoft/jest-sarif/lib/schemas/sarif-2.1.0-rtm.5.json"
+SCHEMA = (
+    Path(__file__).parents[1]
+    / "e2e/node_modules/@microsoft/jest-sarif/lib/schemas/sarif-2.1.0-rtm.5.json"
+)
 
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><title>t</title></head><body>
@@ -31,7 +34,11 @@ class OneCaption:
         return "fake@1"
 
     def caption(self, images, progress=False):
-        return [("a cat sleeping on a sofa", None) for _ in images], {"model": "fake", "revision": "1"}, False
+        return (
+            [("a cat sleeping on a sofa", None) for _ in images],
+            {"model": "fake", "revision": "1"},
+            False,
+        )
 
 
 @pytest.fixture()
@@ -56,7 +63,9 @@ def test_review_edit_apply(site, tmp_path, suffix):
             rows = list(csv.DictReader(fh))
     else:
         rows = json.loads(review.read_text())["rows"]
-    assert [(r["line"], r["purpose"], r["current_alt"], r["proposed_alt"], r["apply"]) for r in rows] == [
+    assert [
+        (r["line"], r["purpose"], r["current_alt"], r["proposed_alt"], r["apply"]) for r in rows
+    ] == [
         ("3", "informative", "", "A cat sleeping on a sofa.", "yes"),
         ("4", "informative", "image of a sleeping cat", "A sleeping cat.", "yes"),
         ("5", "functional", "", "Contact.", "yes"),
@@ -101,9 +110,14 @@ def test_json_and_html_reports(site, tmp_path):
     assert (s["elements"], s["to_fix"], s["proposed"], s["manual"]) == (4, 4, 3, 1)
     assert s["by_rule"] == {"alt-missing": 3, "alt-redundant-prefix": 1, "image-unreadable": 1}
     f = data["findings"][0]
-    assert (f["line"], f["column"], f["proposed_alt"], f["machine_generated"]) == (3, 1, "A cat sleeping on a sofa.", True)
+    assert (f["line"], f["column"], f["proposed_alt"], f["machine_generated"]) == (
+        3,
+        1,
+        "A cat sleeping on a sofa.",
+        True,
+    )
     page = to_html(r, 150)
-    assert page.startswith("<!DOCTYPE html>\n<html lang=\"en\">")
+    assert page.startswith('<!DOCTYPE html>\n<html lang="en">')
     assert page.count('<th scope="col">') == 7 and page.count('<th scope="row">') == 4
     with pytest.raises(Exception, match=r"\.json, \.html or \.sarif"):
         write_report(tmp_path / "r.txt", r, 150)
@@ -113,7 +127,9 @@ def test_sarif_is_valid_and_tied_to_wcag(site):
     sarif = to_sarif(run(site))
     if not SCHEMA.exists():
         if shutil.which("npm") is None:
-            pytest.skip("npm is not installed: the SARIF schema comes from tests/e2e (scripts/system-deps.sh)")
+            pytest.skip(
+                "npm is not installed: the SARIF schema comes from tests/e2e (scripts/system-deps.sh)"
+            )
         pytest.fail(f"{SCHEMA} missing: run scripts/system-deps.sh (npm ci --prefix tests/e2e)")
     import jsonschema
 
@@ -134,4 +150,9 @@ def test_sarif_is_valid_and_tied_to_wcag(site):
     assert "non-text-content" in rules["alt-missing"]["help"]["text"]
     fix = results[0]["fixes"][0]["artifactChanges"][0]["replacements"][0]
     assert fix["insertedContent"]["text"] == ' alt="A cat sleeping on a sofa."'
-    assert fix["deletedRegion"] == {"startLine": 3, "startColumn": 19, "endLine": 3, "endColumn": 19}
+    assert fix["deletedRegion"] == {
+        "startLine": 3,
+        "startColumn": 19,
+        "endLine": 3,
+        "endColumn": 19,
+    }

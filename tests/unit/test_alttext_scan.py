@@ -29,7 +29,14 @@ def test_html_elements_positions_and_sources():
         ("role-img", 4, 1, "Chart", "aria-label", []),
         ("svg-img", 4, 40, "Logo", "title", []),
         ("img", 5, 1, "", "alt", ["q.png"]),
-        ("img", 5, 20, None, "alt", ["l.jpg", "s.jpg", "real.jpg", "data:image/gif;base64,R0lGOD="]),
+        (
+            "img",
+            5,
+            20,
+            None,
+            "alt",
+            ["l.jpg", "s.jpg", "real.jpg", "data:image/gif;base64,R0lGOD="],
+        ),
         ("img", 6, 1, "first", "alt", ["x.png"]),  # the first of duplicate attributes wins
     ]
     link = els[0].context
@@ -57,7 +64,10 @@ def test_spans_point_at_the_alt_value_or_the_insertion_point():
 
 def test_tokenizer_follows_the_html_attribute_states():
     raw = "<img\tsrc = 'a b.png'  data-x=1/ =odd alt=\"x\">"
-    names = [(t.name, raw[t.value_start : t.value_end] if t.value_start is not None else None) for t in tokenize_attrs(raw)]
+    names = [
+        (t.name, raw[t.value_start : t.value_end] if t.value_start is not None else None)
+        for t in tokenize_attrs(raw)
+    ]
     assert names == [("src", "a b.png"), ("data-x", "1/"), ("=odd", None), ("alt", "x")]
 
 
@@ -93,7 +103,10 @@ Intro ![a [nested] alt](img/a.png "A title") after.
 
 def test_markdown_images_of_every_form():
     els = scan_markdown(MD, Path("doc.md"))
-    got = [(e.kind, e.line, e.column, e.alt, e.src, e.attrs.get("form"), e.attrs.get("title")) for e in els]
+    got = [
+        (e.kind, e.line, e.column, e.alt, e.src, e.attrs.get("form"), e.attrs.get("title"))
+        for e in els
+    ]
     assert got == [
         ("md-image", 6, 7, "a [nested] alt", "img/a.png", "inline", "A title"),
         ("md-image", 8, 2, "", "logo.png", "inline", None),
@@ -114,21 +127,45 @@ def test_markdown_images_of_every_form():
 def test_markdown_round_trip_changes_only_the_description():
     decoded = decode(MD.encode("utf-8"), html=False)
     els = scan_markdown(decoded.text, Path("doc.md"))
-    texts = ["A [new] *alt*", "Logo of Example", "Team photo", "Short", "Collapsed", None, "A photo", "Y", "Z"]
-    edits = [Edit(e.span, t) for e, t in zip(els, texts, strict=True) if t is not None and e.kind == "md-image"]
+    texts = [
+        "A [new] *alt*",
+        "Logo of Example",
+        "Team photo",
+        "Short",
+        "Collapsed",
+        None,
+        "A photo",
+        "Y",
+        "Z",
+    ]
+    edits = [
+        Edit(e.span, t)
+        for e, t in zip(els, texts, strict=True)
+        if t is not None and e.kind == "md-image"
+    ]
     new = apply_edits(decoded, edits).decode("utf-8")
-    assert "![A \\[new\\] \\*alt\\*](img/a.png \"A title\")" in new
-    assert "[![Logo of Example](logo.png)](https://example.com/ \"Home\")" in new
+    assert '![A \\[new\\] \\*alt\\*](img/a.png "A title")' in new
+    assert '[![Logo of Example](logo.png)](https://example.com/ "Home")' in new
     assert "![Team photo][ref] and ![Short] and ![Collapsed][]" in new
     assert "![A photo](<my photo.png>) ![Y](a(b).png) ![Z](e.png)" in new
     # Re-scanning reads back exactly the new text (escapes undone).
     again = scan_markdown(new, Path("doc.md"))
-    assert [e.alt for e in again if e.kind == "md-image"][:2] == ["A [new] *alt*", "Logo of Example"]
+    assert [e.alt for e in again if e.kind == "md-image"][:2] == [
+        "A [new] *alt*",
+        "Logo of Example",
+    ]
     # The shortcut reference now points nowhere: that image's label changed, as Markdown defines.
     old_lines, new_lines = MD.splitlines(), new.splitlines()
-    assert [i for i, (a, b) in enumerate(zip(old_lines, new_lines, strict=True)) if a != b] == [5, 7, 9, 22]
+    assert [i for i, (a, b) in enumerate(zip(old_lines, new_lines, strict=True)) if a != b] == [
+        5,
+        7,
+        9,
+        22,
+    ]
 
 
 def test_alt_plain_text_and_escaping():
     assert alt_plain_text(r"a *big* \[dog\] [link](x) ![i](y)") == "a big [dog] link i"
-    assert escape_alt("a [b] *c* _d_ `e` <f> &amp; \\") == r"a \[b\] \*c\* \_d\_ \`e\` \<f> \&amp; \\"
+    assert (
+        escape_alt("a [b] *c* _d_ `e` <f> &amp; \\") == r"a \[b\] \*c\* \_d\_ \`e\` \<f> \&amp; \\"
+    )

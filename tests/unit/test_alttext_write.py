@@ -24,7 +24,13 @@ CASES = [
     ("utf-8", "utf-8", b"", '<meta charset="utf-8">', "\n"),
     ("utf-8-bom-crlf", "utf-8", codecs.BOM_UTF8, "", "\r\n"),
     ("latin-1", "cp1252", b"", '<meta charset="iso-8859-1">', "\n"),
-    ("latin-1-crlf", "cp1252", b"", '<META HTTP-EQUIV="Content-Type" CONTENT="text/html; charset=ISO-8859-1">', "\r\n"),
+    (
+        "latin-1-crlf",
+        "cp1252",
+        b"",
+        '<META HTTP-EQUIV="Content-Type" CONTENT="text/html; charset=ISO-8859-1">',
+        "\r\n",
+    ),
     ("shift_jis", "shift_jis", b"", "<meta charset=Shift_JIS>", "\r\n"),
     ("utf-16-le-bom", "utf-16-le", codecs.BOM_UTF16_LE, "", "\n"),
     ("unlabelled-cp1252", "cp1252", b"", "", "\n"),
@@ -37,7 +43,11 @@ def test_only_alt_bytes_change(name, codec, bom, meta, nl):
     head = f"<!DOCTYPE html>{nl}<html lang=en><head>{meta}<title>{words}</title></head>{nl}<body>{nl}  <p>{words}</p>{nl}"
     tags = [
         ("<IMG  SRC='a.png'  Width=10>", "<IMG  SRC='a.png' alt='{v}'  Width=10>", "'"),
-        ('<img\tsrc="b.png" alt="IMG_1234" data-x=1>', '<img\tsrc="b.png" alt="{v}" data-x=1>', '"'),
+        (
+            '<img\tsrc="b.png" alt="IMG_1234" data-x=1>',
+            '<img\tsrc="b.png" alt="{v}" data-x=1>',
+            '"',
+        ),
         ("<img alt src=c.png/>", '<img alt="{v}" src=c.png/>', '"'),
         ("<img alt=DSC0001 src=d.png>", '<img alt="{v}" src=d.png>', '"'),
     ]
@@ -63,11 +73,14 @@ def test_only_alt_bytes_change(name, codec, bom, meta, nl):
 
 
 def test_markdown_crlf_and_bom_survive():
-    md = "\ufeff# Título\r\n\r\nTexto ![IMG_1](a.png) y ![](b.png \"t\").\r\n".encode()
+    md = '\ufeff# Título\r\n\r\nTexto ![IMG_1](a.png) y ![](b.png "t").\r\n'.encode()
     decoded = decode(md, html=False)
     els = scan_markdown(decoded.text, Path("d.md"))
     new = apply_edits(decoded, [Edit(els[0].span, "Un gato [negro]"), Edit(els[1].span, "Dos")])
-    assert new == "\ufeff# Título\r\n\r\nTexto ![Un gato \\[negro\\]](a.png) y ![Dos](b.png \"t\").\r\n".encode()
+    assert (
+        new
+        == '\ufeff# Título\r\n\r\nTexto ![Un gato \\[negro\\]](a.png) y ![Dos](b.png "t").\r\n'.encode()
+    )
 
 
 def test_stray_bytes_round_trip_and_untouched():
@@ -75,11 +88,14 @@ def test_stray_bytes_round_trip_and_untouched():
     decoded = decode(raw)
     assert decoded.encoding == "cp1252" and decoded.source == "fallback"
     els = scan_html(decoded.text, Path("p.html"))
-    assert apply_edits(decoded, [Edit(els[0].span, "x")]) == b'<p>caf\xe9 \xff\xfe</p><img src=a.png alt="x">'
+    assert (
+        apply_edits(decoded, [Edit(els[0].span, "x")])
+        == b'<p>caf\xe9 \xff\xfe</p><img src=a.png alt="x">'
+    )
 
 
 def test_refuses_a_file_that_would_not_round_trip():
-    raw = '<meta charset="utf-8"><p>ok</p>'.encode() + b"\x81"  # meta says UTF-8, byte is not
+    raw = b'<meta charset="utf-8"><p>ok</p>' + b"\x81"  # meta says UTF-8, byte is not
     decoded = decode(raw)  # surrogateescape keeps it: still a byte-exact round trip
     assert decoded.text.encode("utf-8", "surrogateescape") == raw
     with pytest.raises(EncodingError, match="(?i)convert the file to UTF-8"):
@@ -90,7 +106,9 @@ def test_unified_diff_shows_only_the_alt_lines(tmp_path):
     raw = b"<p>one</p>\r\n<img src=a.png>\r\n<p>two</p>\r\n"
     decoded = decode(raw)
     els = scan_html(decoded.text, Path("p.html"))
-    diff = unified_diff(Path("p.html"), decoded, apply_edits(decoded, [Edit(els[0].span, "A cat.")]))
+    diff = unified_diff(
+        Path("p.html"), decoded, apply_edits(decoded, [Edit(els[0].span, "A cat.")])
+    )
     assert diff == (
         "--- a/p.html\n+++ b/p.html\n@@ -1,3 +1,3 @@\n <p>one</p>\n-<img src=a.png>\n"
         '+<img src=a.png alt="A cat.">\n <p>two</p>\n'

@@ -189,8 +189,8 @@ def parse(text: str) -> Node:
     return builder.root
 
 
-def text_of(node: Node, skip: Node | None = None) -> str:
-    """Visible text of ``node``: text nodes plus the alt of images, minus ``skip``."""
+def text_of(node: Node, skip: Node | None = None, *, alts: bool = True) -> str:
+    """Visible text of ``node``: text nodes plus (with ``alts``) the alt of images, minus ``skip``."""
     parts: list[str] = []
 
     def walk(n: Node) -> None:
@@ -202,7 +202,7 @@ def text_of(node: Node, skip: Node | None = None) -> str:
             ):
                 continue
             elif child.tag == "img":
-                parts.append(" " + (child.attrs.get("alt") or "") + " ")
+                parts.append(" " + ((child.attrs.get("alt") or "") if alts else "") + " ")
             else:
                 parts.append(" " if child.tag not in _INLINE else "")
                 walk(child)
@@ -224,7 +224,8 @@ def _adjacent(node: Node) -> tuple[str, str]:
 
     def chunk(items: list[Node | str]) -> str:
         holder = Node("#frag", {}, 0, "", children=items)
-        return text_of(holder)
+        # Other images' alt is not "text next to" this image: neighbours may share a caption.
+        return text_of(holder, alts=False)
 
     def is_block(item: Node | str) -> bool:
         return isinstance(item, Node) and item.tag not in _INLINE and item.tag not in VOID
