@@ -1,0 +1,274 @@
+"""The CUDA fast path's code runs (or falls back cleanly) on a machine without CUDA.
+
+The static-shape step (full-length attention under a position mask, explicit
+position tensor, persistent buffers) must give the same tokens as the
+default path; graph capture falls back to the eager static step without
+CUDA; the torch.compile variant traces as one graph; the overlapped pipeline
+returns exactly the records of ``Captioner.caption``.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+
+from blipcap import Captioner  # noqa: E402
+from blipcap.backends.cuda import (  # noqa: E402
+    FastPath,
+    FastPathOptions,
+    StaticBuffers,
+    fast_path_enabled,
+    static_step,
+)
+from blipcap.backends.cuda_pipeline import (  # noqa: E402
+    Pipeline,
+    PipelineOptions,
+    _plain_jpeg,
+    caption_stream,
+    gpu_resize,
+    normalize,
+    resize_uint8,
+)
+from blipcap.errors import BackendError, OptionsError  # noqa: E402
+from blipcap.images import DEFAULT_LIMITS, ImageLimits, expand_inputs  # noqa: E402
+
+
+def jpeg(seed: int, size=(70, 90), mode="RGB") -> bytes:
+    rng = np.random.default_rng(seed)
+    im = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    im.convert(mode).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+IMAGES = [jpeg(i, size=(60 + 7 * i, 50 + 5 * i)) for i in range(7)]
+
+
+@pytest.fixture(scope="module")
+def small(small_checkpoint):
+    return Captioner(str(small_checkpoint), backend="torch", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_checkpoint):
+    return Captioner(str(tiny_checkpoint), backend="torch", device="cpu")
+
+
+def records(results):
+    return [r.to_record() for r in results]
+
+
+def with_fast(cap, options: FastPathOptions | None = None):
+    cap.backend.fast_path = FastPath(cap.backend, options)
+    return cap.backend.fast_path
+
+
+CASES = {
+    "greedy": dict(max_new_tokens=12),
+    "coco": dict(preset="coco"),
+    "beams-k": dict(num_beams=4, num_captions=3, max_new_tokens=8),
+    "prompt": dict(prompt="a photo of", max_new_tokens=6),
+    "penalties": dict(
+        repetition_penalty=1.5, no_repeat_ngram_size=2, min_new_tokens=5, max_new_tokens=8
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_static_step_gives_the_default_paths_tokens(small, case):
+    kw = dict(CASES[case])
+    preset = kw.pop("preset", None)
+    small.backend.fast_path = None
+    want = records(small.caption(IMAGES, preset=preset, batch_size=8, **kw))
+    fast = with_fast(small)
+    try:
+        # batch 3 then 3 then 1: the later batches reuse (slices of) the first batch's buffers,
+        # whose masked positions held the previous batch's keys.
+        got = records(small.caption(IMAGES, preset=preset, batch_size=3, **kw))
+    finally:
+        small.backend.fast_path = None
+    assert got == want
+    assert fast.step_mode == "eager" and fast.captured_graphs == 0
+
+
+def test_static_step_logits_match_the_default_decoder(small):
+    """Step by step, prompt included: the masked full-length attention equals the growing prefix."""
+    backend = small.backend
+    pixels = np.stack([small.load(b) for b in IMAGES[:2]])
+    ids = torch.tensor([[30522, 1037, 6302, 1997]] * 2)  # [DEC] a photo of
+    default = backend.start(pixels, 1, 12)
+    fast = FastPath(backend, FastPathOptions(step="graphs"))
+    static = fast.start(pixels, 1, 12)
+    a, b = default.step(ids), static.step(ids)
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    for _ in range(5):
+        nxt = a.argmax(-1, keepdim=True)
+        a, b = default.step(nxt), static.step(nxt)
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    assert static.length == 9
+    with pytest.raises(ValueError, match="static length 12"):
+        static.step(torch.zeros(2, 4, dtype=torch.int64))
+
+
+def test_static_step_masks_positions_after_the_current_one(small):
+    """Garbage in the cache beyond the current position must not change the logits."""
+    backend = small.backend
+    decoder = backend.model.text_decoder
+    fast = FastPath(backend)
+    pixels = np.stack([small.load(IMAGES[0])])
+    session = fast.start(pixels, 1, 10)
+    buf = session.buf
+    ids = torch.tensor([[30522, 1037]])
+    cross = [(k[:1], v[:1]) for k, v in buf.cross]
+    with torch.no_grad():
+        buf.position.fill_(0)
+        clean = static_step(decoder, ids, buf.position, buf.cache[:, :, :1], cross, 1, buf.arange)
+        buf.cache[:, :, :, :, 2:] = 1e4  # keys/values at positions 2.. are "stale"
+        dirty = static_step(decoder, ids, buf.position, buf.cache[:, :, :1], cross, 1, buf.arange)
+    torch.testing.assert_close(dirty, clean, rtol=0, atol=0)
+
+
+def test_buffers_are_shared_across_batch_sizes_and_grow(tiny):
+    fast = FastPath(tiny.backend)
+    first = fast.buffers_for(4, 3, 20)
+    assert fast.buffers_for(2, 3, 20) is first  # smaller batch: slices of the same storage
+    assert fast.buffers_for(4, 1, 20) is not first  # other rows per image: its own buffers
+    bigger = fast.buffers_for(6, 3, 20)
+    assert bigger is not first and bigger.capacity == 6
+    c = tiny.config
+    per_row = c.text.num_hidden_layers * 2 * c.text.hidden_size * 20 * 4
+    cross = c.text.num_hidden_layers * 2 * c.vision.seq_len * c.text.hidden_size * 4
+    assert bigger.nbytes() == 18 * per_row + 6 * cross + 18 * 8
+    assert isinstance(bigger, StaticBuffers)
+
+
+def test_graph_mode_without_cuda_falls_back_to_eager(tiny):
+    fast = FastPath(tiny.backend, FastPathOptions(step="graphs"))
+    assert fast.cuda is False and fast.step_mode == "eager"
+    # compile is honoured on a CPU too (inductor or any other torch.compile backend)
+    assert FastPath(tiny.backend, FastPathOptions(step="compile")).step_mode == "compile"
+
+
+@pytest.mark.slow
+def test_compiled_step_traces_as_one_graph(tiny):
+    """fullgraph=True: a graph break (which would defeat reduce-overhead's CUDA graphs) fails here."""
+    torch._dynamo.reset()
+    tiny.backend.fast_path = None
+    want = records(tiny.caption(IMAGES[:4], num_beams=2, max_new_tokens=6))
+    fast = with_fast(tiny, FastPathOptions(step="compile", compile_backend="eager"))
+    try:
+        got = records(tiny.caption(IMAGES[:4], num_beams=2, max_new_tokens=6, batch_size=4))
+    finally:
+        tiny.backend.fast_path = None
+        torch._dynamo.reset()
+    assert got == want
+    assert fast._compiled is not None
+
+
+def test_options_and_switches(monkeypatch):
+    monkeypatch.setenv("BLIPCAP_DECODE_STEP", "compile")
+    assert FastPathOptions.from_env().step == "compile"
+    monkeypatch.setenv("BLIPCAP_DECODE_STEP", "warp")
+    with pytest.raises(
+        OptionsError, match="unknown decode step mode 'warp'; choose one of graphs, compile, eager"
+    ):
+        FastPathOptions.from_env()
+    assert (
+        fast_path_enabled("cuda") and fast_path_enabled("cuda:1") and not fast_path_enabled("cpu")
+    )
+    monkeypatch.setenv("BLIPCAP_FAST_PATH", "0")
+    assert not fast_path_enabled("cuda")
+
+
+def test_cpu_backend_keeps_the_default_path(tiny):
+    assert tiny.backend.fast_path is None
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(tiny_checkpoint):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(BackendError, match="PyTorch sees no CUDA GPU; use --device cpu"):
+        Captioner(str(tiny_checkpoint), backend="torch", device="cuda")
+
+
+# -- the overlapped pipeline ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 100])
+def test_pipeline_returns_the_captioners_records(tiny, tmp_path, batch_size):
+    (tmp_path / "a.jpg").write_bytes(IMAGES[0])
+    (tmp_path / "b.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    Image.open(io.BytesIO(IMAGES[1])).convert("L").save(tmp_path / "c.png")
+    items = list(expand_inputs([str(tmp_path)])) + IMAGES[2:5] + [b"not an image"]
+    want = records(tiny.caption(items, max_new_tokens=8, batch_size=4))
+    got = records(caption_stream(tiny, items, max_new_tokens=8, batch_size=batch_size))
+    assert got == want
+    assert [r["path"] for r in got][:3] == [str(tmp_path / n) for n in ("a.jpg", "b.jpg", "c.png")]
+    assert got[1]["error"]["type"] == "CorruptImageError" and got[1]["caption"] is None
+    assert got[-1]["error"]["type"] == "UnsupportedFormatError"
+    assert all(r["random_weights"] for r in got)
+
+
+def test_pipeline_beam_search_and_all_broken_batches(tiny):
+    items = [b"x", b"y", *IMAGES[:3]]
+    want = records(tiny.caption(items, preset="coco", batch_size=2))
+    got = records(caption_stream(tiny, items, preset="coco", batch_size=2))
+    assert got == want
+    assert [r["error"] is None for r in got] == [False, False, True, True, True]
+
+
+def test_gpu_normalization_is_bit_identical_to_the_cpu_preprocessor(tiny):
+    pre = tiny.preprocess
+    for data in IMAGES[:3] + [jpeg(9, mode="L")]:
+        image = Image.open(io.BytesIO(data))
+        u8 = torch.from_numpy(resize_uint8(image, pre).copy()).permute(2, 0, 1)[None]
+        got = normalize(torch, u8, pre)[0].numpy()
+        want = pre(image)
+        assert got.dtype == want.dtype == np.float32
+        assert np.array_equal(got, want)
+
+
+def test_gpu_decode_needs_cuda(tiny):
+    with pytest.raises(BackendError, match="gpu_decode needs a CUDA device"):
+        Pipeline(tiny, PipelineOptions(gpu_decode=True))
+
+
+def test_pipeline_refuses_other_backends(tiny):
+    class Fake:
+        backend = type("B", (), {"name": "onnx"})()
+
+    with pytest.raises(BackendError, match="runs on the torch backend"):
+        Pipeline(Fake())
+
+
+def test_which_jpegs_go_to_nvjpeg():
+    assert _plain_jpeg(IMAGES[0], DEFAULT_LIMITS)
+    assert _plain_jpeg(jpeg(1, mode="L"), DEFAULT_LIMITS)
+    assert not _plain_jpeg(jpeg(1, mode="CMYK"), DEFAULT_LIMITS)  # nvJPEG's CMYK support varies
+    assert not _plain_jpeg(jpeg(1, size=(200, 100)), ImageLimits(max_pixels=10_000))
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, "PNG")
+    assert not _plain_jpeg(png.getvalue(), DEFAULT_LIMITS)
+    assert not _plain_jpeg(b"\xff\xd8\xff\xe0garbage", DEFAULT_LIMITS)
+
+
+def test_gpu_resize_differs_from_pillow_by_at_most_a_few_levels():
+    """The measured difference that keeps GPU decoding opt-in (docs/gpu.md)."""
+    skdata = pytest.importorskip("skimage.data")
+    worst, shares = 0, []
+    for photo in (skdata.astronaut(), skdata.coffee(), skdata.chelsea()):
+        want = np.asarray(
+            Image.fromarray(photo).resize((384, 384), Image.Resampling.BICUBIC)
+        ).astype(int)
+        x = torch.from_numpy(photo).permute(2, 0, 1).contiguous()
+        got = gpu_resize(torch, x, 384, 384).permute(1, 2, 0).numpy().astype(int)
+        diff = np.abs(got - want)
+        worst = max(worst, int(diff.max()))
+        shares.append(float((diff > 0).mean()))
+    assert 0 < worst <= 8
+    assert 0.1 < max(shares) < 0.25  # about one value in six is off, almost all by one level
