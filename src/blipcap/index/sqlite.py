@@ -1,0 +1,453 @@
+"""The default store: one SQLite file (WAL, FTS5 BM25, embeddings searched in NumPy).
+
+Concurrency: WAL lets readers run beside the one writer; every write
+transaction starts with ``BEGIN IMMEDIATE`` so two indexers queue on the
+write lock (waiting up to ``busy_timeout``) instead of failing with
+"database is locked" when a read transaction tries to become a write one.
+Crash safety: one transaction per batch, so a kill -9 loses at most the batch
+in flight and never leaves half of one behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BlipcapError
+from . import migrations
+from .store import (
+    PathRecord,
+    SearchFilters,
+    Store,
+    WriteBatch,
+    fallback_snippet,
+    query_terms,
+)
+
+BUSY_TIMEOUT_MS = 60_000
+_CHUNK = 500  # SQLite limits bound parameters per statement; query in chunks
+
+
+class SQLiteStore(Store):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    ):
+        self.path = Path(path)
+        self.url = str(self.path)
+        if not self.path.exists():
+            if not create:
+                raise BlipcapError(
+                    f"no index at {self.path}. Build one first: blipcap index PHOTOS_DIR --db {self.path}"
+                )
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
+        self.conn = sqlite3.connect(
+            str(self.path),
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=busy_timeout_ms / 1000,
+        )
+        self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        self._lock = threading.RLock()
+        try:
+            mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise BlipcapError(
+                f"{self.path} is not a blipcap index (not a SQLite database: {exc})."
+            ) from None
+        if mode.lower() != "wal":
+            raise BlipcapError(f"{self.path}: could not switch to WAL journaling (got {mode!r}).")
+        # NORMAL in WAL mode: consistent after any crash; only the last commits
+        # may roll back on power loss, and the next run redoes them.
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        self._migrate()
+        self._vectors: tuple[int, np.ndarray, list[int]] | None = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _migrate(self) -> None:
+        with self._write():
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS _blipcap_migrations "
+                "(number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            done = {row[0] for row in self.conn.execute("SELECT number FROM _blipcap_migrations")}
+            known = {n for n, _, _ in migrations.SQLITE}
+            if done - known:
+                raise BlipcapError(
+                    f"{self.path} was written by a newer blipcap (schema {max(done)}); upgrade blipcap."
+                )
+            for number, name, sql in migrations.SQLITE:
+                if number in done:
+                    continue
+                for statement in _statements(sql):
+                    self.conn.execute(statement)
+                self.conn.execute(
+                    "INSERT INTO _blipcap_migrations VALUES (?, ?, ?)", (number, name, _now())
+                )
+
+    def _write(self) -> _Transaction:
+        return _Transaction(self.conn, self._lock)
+
+    def schema_version(self) -> int:
+        return self.conn.execute("SELECT max(number) FROM _blipcap_migrations").fetchone()[0]
+
+    def integrity_check(self) -> str:
+        return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+    # ------------------------------------------------------------------ reads for the indexer
+
+    def paths_under(self, roots: Sequence[str]) -> dict[str, PathRecord]:
+        out: dict[str, PathRecord] = {}
+        sql = (
+            "SELECT p.path, i.sha256, p.size, p.mtime_ns FROM paths p JOIN images i ON i.id = p.image_id "
+            "WHERE p.path = ? OR (p.path >= ? AND p.path < ?)"
+        )
+        with self._lock:
+            for root in roots:
+                low, high = SearchFilters(folder=root).folder_range()  # type: ignore[misc]
+                for path, sha, size, mtime in self.conn.execute(sql, (root, low, high)):
+                    out[path] = PathRecord(path, sha, size, mtime)
+        return out
+
+    def existing_hashes(self, hashes: Iterable[str]) -> set[str]:
+        hashes = list(hashes)
+        found: set[str] = set()
+        with self._lock:
+            for i in range(0, len(hashes), _CHUNK):
+                chunk = hashes[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = self.conn.execute(
+                    f"SELECT sha256 FROM images WHERE sha256 IN ({marks})", chunk
+                )
+                found.update(r[0] for r in rows)
+        return found
+
+    def captions_for(self, paths: Sequence[str]) -> dict[str, tuple[str | None, dict | None]]:
+        out: dict[str, tuple[str | None, dict | None]] = {}
+        with self._lock:
+            for i in range(0, len(paths), _CHUNK):
+                chunk = list(paths[i : i + _CHUNK])
+                marks = ",".join("?" * len(chunk))
+                rows = self.conn.execute(
+                    "SELECT p.path, i.caption, i.provenance FROM paths p JOIN images i ON i.id = p.image_id "
+                    f"WHERE p.path IN ({marks})",
+                    chunk,
+                )
+                for path, caption, prov in rows:
+                    out[path] = (caption, json.loads(prov) if prov else None)
+        return out
+
+    # ------------------------------------------------------------------ writes
+
+    def write(self, batch: WriteBatch) -> list[str]:
+        failed: list[str] = []
+        touched_vectors = False
+        candidates: set[int] = set()  # images that may have lost their last path
+        with self._write():
+            c = self.conn
+            for rec in batch.images:
+                c.execute(
+                    "INSERT INTO images (sha256, width, height, format, bytes, caption, captions, ocr_text, "
+                    "ocr_engine, has_text, existing_description, taken_at, date, camera, provenance, indexed_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(sha256) DO UPDATE SET "
+                    "caption = excluded.caption, captions = excluded.captions, ocr_text = excluded.ocr_text, "
+                    "ocr_engine = excluded.ocr_engine, has_text = excluded.has_text, "
+                    "existing_description = excluded.existing_description, provenance = excluded.provenance, "
+                    "indexed_at = excluded.indexed_at",
+                    (
+                        rec.sha256, rec.width, rec.height, rec.format, rec.bytes, rec.caption,
+                        json.dumps(rec.captions), rec.ocr_text, rec.ocr_engine, int(rec.has_text),
+                        rec.existing_description, rec.taken_at, rec.date, rec.camera,
+                        json.dumps(rec.provenance) if rec.provenance is not None else None, _now(),
+                    ),
+                )  # fmt: skip
+                (image_id,) = c.execute(
+                    "SELECT id FROM images WHERE sha256 = ?", (rec.sha256,)
+                ).fetchone()
+                candidates.add(image_id)
+                if rec.embedding is not None:
+                    vector = np.asarray(rec.embedding, dtype="<f4").tobytes()
+                    c.execute(
+                        "INSERT OR REPLACE INTO embeddings (image_id, model, vector) VALUES (?, ?, ?)",
+                        (image_id, rec.embedding_model, vector),
+                    )
+                    touched_vectors = True
+                if rec.thumbnail is not None:
+                    c.execute(
+                        "INSERT OR REPLACE INTO thumbnails (image_id, jpeg) VALUES (?, ?)",
+                        (image_id, rec.thumbnail),
+                    )
+            for link in batch.links:
+                row = c.execute("SELECT id FROM images WHERE sha256 = ?", (link.sha256,)).fetchone()
+                if row is None:
+                    failed.append(link.path)
+                    continue
+                old = c.execute(
+                    "SELECT image_id FROM paths WHERE path = ?", (link.path,)
+                ).fetchone()
+                if old is not None and old[0] != row[0]:
+                    candidates.add(old[0])
+                c.execute(
+                    "INSERT INTO paths (path, image_id, size, mtime_ns) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(path) DO UPDATE SET image_id = excluded.image_id, size = excluded.size, "
+                    "mtime_ns = excluded.mtime_ns",
+                    (link.path, row[0], link.size, link.mtime_ns),
+                )
+            for i in range(0, len(batch.removals), _CHUNK):
+                chunk = batch.removals[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                candidates.update(
+                    r[0]
+                    for r in c.execute(f"SELECT image_id FROM paths WHERE path IN ({marks})", chunk)
+                )
+                c.execute(f"DELETE FROM paths WHERE path IN ({marks})", chunk)
+            # Content that no path points at any more (edited or removed files) goes too.
+            orphans = 0
+            ordered = sorted(candidates)
+            for i in range(0, len(ordered), _CHUNK):
+                chunk = ordered[i : i + _CHUNK]
+                orphans += c.execute(
+                    f"DELETE FROM images WHERE id IN ({','.join('?' * len(chunk))}) "
+                    "AND NOT EXISTS (SELECT 1 FROM paths WHERE paths.image_id = images.id)",
+                    chunk,
+                ).rowcount
+            if touched_vectors or orphans:
+                c.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+        return failed
+
+    # ------------------------------------------------------------------ reads for search
+
+    def get_image(self, sha256: str) -> dict[str, Any] | None:
+        with self._lock:
+            cur = self.conn.execute("SELECT * FROM images WHERE sha256 = ?", (sha256,))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            record = dict(zip([d[0] for d in cur.description], row, strict=True))
+            record["captions"] = json.loads(record["captions"])
+            record["provenance"] = (
+                json.loads(record["provenance"]) if record["provenance"] else None
+            )
+            record["has_text"] = bool(record["has_text"])
+            record["paths"] = [
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT path FROM paths WHERE image_id = ? ORDER BY path", (record["id"],)
+                )
+            ]
+            thumb = self.conn.execute(
+                "SELECT jpeg FROM thumbnails WHERE image_id = ?", (record["id"],)
+            ).fetchone()
+            record["thumbnail"] = thumb[0] if thumb else None
+            return record
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            one = self.conn.execute
+            return {
+                "images": one("SELECT count(*) FROM images").fetchone()[0],
+                "paths": one("SELECT count(*) FROM paths").fetchone()[0],
+                "with_text": one("SELECT count(*) FROM images WHERE has_text").fetchone()[0],
+            }
+
+    def _filter_sql(self, filters: SearchFilters, alias: str = "images") -> tuple[str, list[Any]]:
+        """A WHERE fragment over images (``alias``) for ``filters``; '' when none."""
+        clauses, params = [], []
+        folder = filters.folder_range()
+        if folder is not None:
+            clauses.append(
+                f"EXISTS (SELECT 1 FROM paths fp WHERE fp.image_id = {alias}.id AND fp.path >= ? AND fp.path < ?)"
+            )
+            params += list(folder)
+        since, until = filters.date_bounds()
+        if since is not None:
+            clauses.append(f"{alias}.date >= ?")
+            params.append(since)
+        if until is not None:
+            clauses.append(f"{alias}.date <= ?")
+            params.append(until)
+        if filters.has_text is not None:
+            clauses.append(f"{alias}.has_text = ?")
+            params.append(int(filters.has_text))
+        return " AND ".join(clauses), params
+
+    def text_search(
+        self, query: str, filters: SearchFilters, limit: int
+    ) -> list[tuple[str, float]]:
+        match = fts_match(query)
+        if match is None:
+            return []
+        where, params = self._filter_sql(filters)
+        sql = (
+            "SELECT images.sha256, bm25(images_fts, 2.0, 2.0, 1.0) AS score FROM images_fts "
+            "JOIN images ON images.id = images_fts.rowid WHERE images_fts MATCH ?"
+            + (f" AND {where}" if where else "")
+            + " ORDER BY score LIMIT ?"
+        )
+        with self._lock:
+            rows = self.conn.execute(sql, [match, *params, limit]).fetchall()
+        return [(sha, -score) for sha, score in rows]  # bm25() is lower-is-better
+
+    def _load_vectors(self) -> tuple[np.ndarray, list[int]]:
+        """All embeddings as one matrix, cached until another write changes them."""
+        generation = self.conn.execute(
+            "SELECT value FROM meta WHERE key = 'generation'"
+        ).fetchone()[0]
+        if self._vectors is None or self._vectors[0] != generation:
+            ids, blobs = [], []
+            for image_id, blob in self.conn.execute("SELECT image_id, vector FROM embeddings"):
+                ids.append(image_id)
+                blobs.append(blob)
+            matrix = (
+                np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(ids), -1) if ids else None
+            )
+            self._vectors = (generation, matrix, ids)  # type: ignore[assignment]
+        return self._vectors[1], self._vectors[2]
+
+    def semantic_search(
+        self, vector: np.ndarray, filters: SearchFilters, limit: int, min_similarity: float
+    ) -> list[tuple[str, float]]:
+        with self._lock:
+            matrix, ids = self._load_vectors()
+            if matrix is None:
+                return []
+            scores = matrix @ np.asarray(vector, dtype=np.float32)
+            if filters.active:
+                where, params = self._filter_sql(filters)
+                allowed = {
+                    r[0] for r in self.conn.execute(f"SELECT id FROM images WHERE {where}", params)
+                }
+                mask = np.fromiter((i in allowed for i in ids), dtype=bool, count=len(ids))
+                scores = np.where(mask, scores, -np.inf)
+            k = min(limit, len(ids))
+            top = np.argpartition(-scores, k - 1)[:k]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            picked = [(ids[i], float(scores[i])) for i in top if scores[i] >= min_similarity]
+            if not picked:
+                return []
+            by_id = dict(
+                self.conn.execute(
+                    f"SELECT id, sha256 FROM images WHERE id IN ({','.join('?' * len(picked))})",
+                    [i for i, _ in picked],
+                ).fetchall()
+            )
+        return [(by_id[i], s) for i, s in picked if i in by_id]
+
+    def hit_details(
+        self, hashes: Sequence[str], query: str, filters: SearchFilters
+    ) -> dict[str, dict]:
+        if not hashes:
+            return {}
+        out: dict[str, dict] = {}
+        marks = ",".join("?" * len(hashes))
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT id, sha256, caption, ocr_text, has_text, date, camera, existing_description, "
+                f"json_extract(provenance, '$.random_weights') FROM images WHERE sha256 IN ({marks})",
+                list(hashes),
+            ).fetchall()
+            by_id = {}
+            folder = filters.folder_range()
+            for image_id, sha, caption, ocr, has_text, date, camera, desc, random_weights in rows:
+                paths = [
+                    r[0]
+                    for r in self.conn.execute(
+                        "SELECT path FROM paths WHERE image_id = ? ORDER BY path", (image_id,)
+                    )
+                ]
+                if folder is not None:  # show the copy inside the folder asked for first
+                    paths.sort(key=lambda p: not (folder[0] <= p < folder[1]))
+                if not paths:
+                    continue
+                by_id[image_id] = sha
+                out[sha] = {
+                    "caption": caption,
+                    "paths": paths,
+                    "snippet": fallback_snippet(caption, ocr),
+                    "has_text": bool(has_text),
+                    "date": date,
+                    "camera": camera,
+                    "existing_description": desc,
+                    "random_weights": bool(random_weights),
+                }
+            match = fts_match(query)
+            if match is not None and by_id:
+                # FTS5 highlights the matching words; -1 lets it pick the best column.
+                sql = (
+                    "SELECT rowid, snippet(images_fts, -1, '[', ']', '…', 16) FROM images_fts "
+                    f"WHERE images_fts MATCH ? AND rowid IN ({','.join('?' * len(by_id))})"
+                )
+                for rowid, snippet in self.conn.execute(sql, [match, *by_id]):
+                    if snippet:
+                        out[by_id[rowid]]["snippet"] = " ".join(snippet.split())
+        return out
+
+
+def fts_match(query: str) -> str | None:
+    """An FTS5 MATCH expression for free text: any of the words, each quoted (no operators).
+
+    OR rather than AND: BM25 already ranks documents that contain more of the
+    words higher, and one word missing from a caption must not hide a photo.
+    """
+    terms = query_terms(query)
+    if not terms:
+        return None
+    return " OR ".join(f'"{t}"' for t in dict.fromkeys(terms))
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error), serialized within the process."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock):
+        self.conn = conn
+        self.lock = lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.lock.acquire()
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.lock.release()
+            raise
+        return self.conn
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        try:
+            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.lock.release()
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration script into statements (keeping trigger bodies whole)."""
+    out, buf = [], ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
