@@ -22,6 +22,9 @@ COMMANDS: dict[str, str] = {
     "alt-text": "blipcap.cli.alttext:alt_text",
     "eval": "blipcap.cli.eval:eval_command",
     "bench": "blipcap.cli.bench:bench",
+    "document": "blipcap.cli.document:document",
+    "index": "blipcap.cli.index:index",
+    "search": "blipcap.cli.index:search",
 }
 
 
