@@ -44,7 +44,10 @@ class OptionsIn(BaseModel):
 class ImageRef(BaseModel):
     """One image by URL (fetched by the server, SSRF-checked) or as base64 (a data: URL is fine)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["url"]}, {"required": ["base64"]}]},
+    )
 
     url: Annotated[str, Field(max_length=4096)] | None = None
     base64: str | None = None
@@ -203,6 +206,7 @@ MULTIPART_CAPTIONS = {
         },
     },
     "required": ["files"],
+    "additionalProperties": False,
 }
 
 MULTIPART_SOCIAL = {
@@ -220,6 +224,7 @@ MULTIPART_SOCIAL = {
         "options": MULTIPART_CAPTIONS["properties"]["options"],
     },
     "required": ["files"],
+    "additionalProperties": False,
 }
 
 
