@@ -83,6 +83,12 @@ def test_markdown_crlf_and_bom_survive():
     )
 
 
+def test_markdown_reference_definitions_with_crlf():
+    md = "![IMG_1][r] and ![x][t]\r\n\r\n[r]: a.png\r\n[t]: <b c.png> 'T'\r\n"
+    els = scan_markdown(md, Path("d.md"))
+    assert [(e.src, e.attrs["title"]) for e in els] == [("a.png", None), ("b c.png", "T")]
+
+
 def test_stray_bytes_round_trip_and_untouched():
     raw = b"<p>caf\xe9 \xff\xfe</p><img src=a.png>"  # not UTF-8: read as windows-1252, kept as is
     decoded = decode(raw)
