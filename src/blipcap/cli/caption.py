@@ -39,6 +39,7 @@ Examples:
   blipcap caption https://example.org/cat.jpg --beams 3 --num-captions 3
   cat photo.jpg | blipcap caption -
   blipcap caption photos/ --prompt "a photograph of" --max-new-tokens 40
+  blipcap caption --engine ray s3://bucket/photos/ --output s3://bucket/captions/
 
 Exit status: 0 when every image was captioned, 1 when some failed (their
 records carry an "error"), 2 on usage errors.
@@ -65,9 +66,27 @@ records carry an "error"), 2 on usage errors.
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
     default=None,
-    help="Write here instead of stdout (atomically: the file appears complete or not at all).",
+    metavar="FILE|DEST",
+    help="Write here instead of stdout (atomically: the file appears complete or not at all). "
+    "With --engine ray: the folder (local, s3:// or gs://) that receives the Parquet files.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this process. ray: a Ray Data job over a cluster's GPUs (needs blipcap[ray], "
+    "--output DEST; re-runs skip images already in DEST). See docs/ray.md.",
+)
+@click.option(
+    "--actors", type=click.IntRange(min=1), default=None, help="Ray: caption actors [one per GPU]."
+)
+@click.option(
+    "--ray-address",
+    envvar="RAY_ADDRESS",
+    default=None,
+    help="Ray: cluster address [env RAY_ADDRESS; local].",
 )
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @click.option(
@@ -77,8 +96,9 @@ records carry an "error"), 2 on usage errors.
 )
 @cli_errors
 def caption(
-    inputs, model, backend, device, dtype, batch_size, fmt, output, no_recursive, progress, **flags
-):
+    inputs, model, backend, device, dtype, batch_size, fmt, output, no_recursive, progress,
+    engine, actors, ray_address, **flags,
+):  # fmt: skip
     """Caption images: files, folders (recursively), glob patterns, http(s) URLs, or - for stdin.
 
     Results come out in input order, one per input. An unreadable image gets a
@@ -90,6 +110,17 @@ def caption(
     preset = overrides.pop("preset")
     if batch_size != "auto" and not str(batch_size).isdigit():
         raise click.BadParameter("use 'auto' or a positive integer", param_hint="--batch-size")
+    if engine == "ray":
+        from .caption_ray import caption_with_ray
+
+        return caption_with_ray(
+            inputs, output, model=model, backend=backend, device=device, dtype=dtype,
+            preset=preset, overrides=overrides, batch_size=batch_size, actors=actors,
+            address=ray_address, recursive=not no_recursive, progress=bool(progress),
+        )  # fmt: skip
+    output = Path(output) if output else None
+    if output is not None and output.is_dir():
+        raise click.BadParameter(f"{output} is a folder; give a file name", param_hint="--output")
     items = list(expand_inputs(list(inputs), recursive=not no_recursive))
     cap = open_captioner(model, backend, device, dtype)
     if cap.random_weights:
