@@ -1,0 +1,91 @@
+"""SIGTERM on a real `blipcap serve` process: work in flight finishes, new work is refused."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import io
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("uvicorn")
+pytestmark = pytest.mark.slow
+
+BLIPCAP = shutil.which("blipcap", path=str(Path(sys.executable).parent))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def png(seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_sigterm_drains_in_flight_requests_and_exits(tiny_checkpoint):
+    assert BLIPCAP, "the blipcap console script is not installed (pip install -e .)"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # One image per model batch, so 10 requests keep the server busy for a while.
+    proc = subprocess.Popen(
+        [BLIPCAP, "serve", "--port", str(port), "--model", str(tiny_checkpoint), "--backend", "torch",
+         "--device", "cpu", "--max-batch-size", "1", "--grace-period", "120", "--log-level", "info"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+        def caption(i):
+            body = {"images": [{"base64": png(i)}], "options": {"max_new_tokens": 10}}
+            return httpx.post(url + "/v1/captions", json=body, timeout=120)
+
+        with concurrent.futures.ThreadPoolExecutor(10) as pool:
+            futures = [pool.submit(caption, i) for i in range(10)]
+            # Wait until the server holds them all: one in the model, the rest queued.
+            while True:
+                metrics = httpx.get(url + "/metrics", timeout=5).text
+                line = next(x for x in metrics.splitlines() if x.startswith("blipcap_queue_depth "))
+                if float(line.split()[1]) >= 6:
+                    break
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            # The listening socket is closed: a new client cannot get in.
+            with pytest.raises(httpx.TransportError):
+                httpx.get(url + "/readyz", timeout=2)
+            responses = [f.result() for f in futures]
+        assert [r.status_code for r in responses] == [200] * 10
+        assert all(r.json()["results"][0]["caption"] for r in responses)
+        proc.wait(60)
+        output = proc.stdout.read().decode()
+        assert proc.returncode in (0, -signal.SIGTERM), output
+        assert "Waiting for connections to close" in output or "Shutting down" in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
