@@ -100,9 +100,9 @@ class RapidOcrEngine:
 
     def __init__(self) -> None:
         module = require("rapidocr_onnxruntime", "ocr", "reading text in images (OCR)")
-        # "slow" scores each detected polygon instead of its bounding box, which keeps
-        # tightly spaced lines apart; without dilation neighbouring lines do not merge.
-        self._ocr = module.RapidOCR(det_score_mode="slow", det_use_dilation=False)
+        # "slow" scores each detected polygon instead of its bounding box: a slanted
+        # line squeezed between its neighbours keeps its score and is not dropped.
+        self._ocr = module.RapidOCR(det_score_mode="slow")
         self._lock = threading.Lock()  # the engine keeps per-call state: one call at a time
 
     def recognize(self, image: Image.Image) -> list[OcrLine]:
@@ -307,14 +307,16 @@ def lines_to_text(lines: Sequence[OcrLine]) -> str:
     """Join ordered lines: words on one row share a line; a blank line separates paragraphs.
 
     A new paragraph starts where the vertical gap to the previous row is more
-    than about one line height, or where reading jumps back up (a new column).
+    than one and a half line heights (a blank line even in double-spaced text),
+    or where reading jumps back up (a new column).
     """
     rows: list[list[OcrLine]] = []
     for ln in lines:
         prev = rows[-1][-1] if rows else None
         same_row = (
             prev is not None
-            and ln.box[0] >= prev.box[2] - 2
+            and ln.box[0]
+            >= prev.box[2] - 0.25 * min(ln.height, prev.height)  # boxes of words touch
             and abs((ln.box[1] + ln.box[3]) - (prev.box[1] + prev.box[3])) / 2
             < 0.5 * min(ln.height, prev.height)
         )
@@ -334,7 +336,7 @@ def lines_to_text(lines: Sequence[OcrLine]) -> str:
         if prev_box is not None:
             line_h = min(box[3] - box[1], prev_box[3] - prev_box[1])
             gap = box[1] - prev_box[3]
-            if gap > 0.9 * line_h or box[3] <= prev_box[1]:
+            if gap > 1.5 * line_h or box[3] <= prev_box[1]:
                 out.append("")
         out.append(" ".join(r.text for r in row))
         prev_box = box
