@@ -393,8 +393,8 @@ def run_job(job: RayJob, progress: bool = False) -> JobSummary:
         batch_size=32,
         fn_kwargs={"done": done, "size": tuple(pre.size), "resample": int(pre.resample)},
         num_cpus=1,
-        # Spread decoding over the cluster's CPUs; the differing remote args also keep
-        # Ray from fusing this stage into the caption actors (which would serialize it there).
+        # Spread decoding over the cluster's nodes. With GPU actors this stage runs as
+        # its own CPU tasks; with CPU actors Ray fuses it into the actors (same cores).
         scheduling_strategy="SPREAD",
     )
     ds = ds.map_batches(
