@@ -11,8 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from blipcap.index import Indexer, IndexOptions, open_store
-from blipcap.index import xmp
+from blipcap.index import Indexer, IndexOptions, open_store, xmp
 from blipcap.results import Caption, ItemError, Provenance
 
 
@@ -257,8 +256,8 @@ def test_hostile_sidecar_is_ignored(tmp_path):
 
 
 def test_index_cli_json_summary_is_the_last_line(tmp_path, photos, monkeypatch):
-    from blipcap.cli import main
     from blipcap.cli import index as index_cli
+    from blipcap.cli import main
 
     cap = FakeCaptioner()
     monkeypatch.setattr(index_cli, "open_captioner", lambda *a: cap)

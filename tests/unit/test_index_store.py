@@ -37,8 +37,8 @@ def record(
     caption: str,
     ocr: str = "",
     date: str = "2024-05-01T12:00:00",
-    embedder=WordEmbedder(),
 ):
+    embedder = WordEmbedder()
     rec = ImageRecord(
         sha256=sha,
         width=4,
