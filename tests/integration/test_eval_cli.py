@@ -127,6 +127,23 @@ def test_nocaps_eval_with_the_coco_preset(tiny_checkpoint, cap, tmp_path):
     }
     assert "RANDOM weights" in result.stderr
 
+    # Scoring the written predictions file gives the very same scores, without a model.
+    again = _eval(
+        "--annotations", str(FIXTURES / "nocaps_val.json"), "--predictions", str(out), "--json"
+    )
+    assert again.exit_code == 1  # image 3 still has no caption
+    redo = json.loads(again.stdout)
+    assert redo["metrics"] == doc["metrics"]
+    assert redo["metrics_by_domain"] == doc["metrics_by_domain"]
+    assert redo["failures"] == [
+        {
+            "image_id": 3,
+            "path": "00a84fc7ab3c1f7f.jpg",
+            "error": {"type": "NoPrediction", "message": f"no caption in {out}"},
+        }
+    ]
+    assert redo["provenance"]["source"] == "predictions"
+
 
 def _caption_cli(tiny_checkpoint, out: Path, *inputs: str, extra: tuple[str, ...] = ()) -> None:
     result = CliRunner().invoke(

@@ -212,6 +212,9 @@ def _annotations_mode(
 
     t_start = time.perf_counter()
     ann = read_annotations(kwargs["annotations"], kwargs["split"]).limit(kwargs["limit"])
+    out = kwargs["predictions_out"]
+    if out is not None and not out.resolve().parent.is_dir():
+        raise EvaluationError(f"cannot write {out}: folder {out.resolve().parent} does not exist")
     _require_metrics_tools(kwargs["spice"])
     timings: dict[str, Any] = {}
     failures: list[dict[str, Any]] = []
@@ -223,7 +226,12 @@ def _annotations_mode(
         preds = read_predictions(kwargs["predictions"])
         captions, missing = match_predictions(ann, preds, kwargs["images"])
         failures = [
-            {"image_id": im.image_id, "path": im.file_name, "error": None} for im in missing
+            {
+                "image_id": im.image_id,
+                "path": im.file_name,
+                "error": {"type": "NoPrediction", "message": f"no caption in {preds.source}"},
+            }
+            for im in missing
         ]
         if not captions:
             raise EvaluationError(

@@ -331,6 +331,12 @@ def run_sweep(
     if isolate is None:
         # Deciding needs the resolved device: a CUDA run is measured in-process.
         isolate = _resolved_device(settings) == "cpu"
+    if isolate:
+        from ..hub import resolve_model
+
+        # Find (or download) the model once: a missing model is one clear error, not one per
+        # configuration, and the child processes then find it in the cache.
+        resolve_model(settings.model)
     for config in configs:
         if on_start:
             on_start(config)
