@@ -35,8 +35,15 @@ class P:
     options: CaptionOptions = GREEDY
 
 
-def plan(pending, now, max_batch_size=4, max_wait=0.05):
-    return plan_batch(pending, now, max_batch_size=max_batch_size, max_wait=max_wait)
+def plan(pending, now, max_batch_size=4, max_wait=0.05, incoming=0, max_hold=None):
+    return plan_batch(
+        pending,
+        now,
+        max_batch_size=max_batch_size,
+        max_wait=max_wait,
+        incoming=incoming,
+        max_hold=max_hold,
+    )
 
 
 # --------------------------------------------------------------------------- plan_batch
@@ -94,6 +101,20 @@ def test_wait_never_outlasts_the_earliest_deadline():
 
 def test_zero_max_wait_runs_immediately():
     assert plan([P()], now=0.0, max_wait=0.0).batch == [0]
+
+
+def test_images_being_decoded_extend_the_wait_up_to_max_hold():
+    pending = [P(arrival=0.0), P(arrival=0.01)]
+    # Past max_wait, but 3 more images are being decoded: hold on (default hold 5 x 0.05).
+    p = plan(pending, now=0.06, incoming=3)
+    assert p.batch == [] and p.wait == pytest.approx(0.19)
+    assert plan(pending, now=0.25, incoming=3).batch == [0, 1]  # the hold is over
+    assert plan(pending, now=0.06, incoming=0).batch == [0, 1]  # nothing on its way
+    assert plan(pending, now=0.06, incoming=3, max_hold=0.1).wait == pytest.approx(0.04)
+
+
+def test_full_batch_does_not_wait_for_incoming_images():
+    assert plan([P(size=4)], now=0.0, incoming=5).batch == [0]
 
 
 def test_invalid_batch_size():
@@ -289,6 +310,26 @@ def test_stop_drains_queued_work_then_refuses_new_work():
 
     results = run(main())
     assert [rs[0].caption for rs in results] == ["img-0", "img-1", "img-2"]
+
+
+def test_batch_waits_for_requests_still_decoding():
+    model = FakeModel()
+
+    async def main():
+        b = MicroBatcher(model, max_batch_size=8, max_wait=0.01, max_hold=1.0, max_queue=16)
+        await b.start()
+        try:
+            first = asyncio.create_task(b.caption([1], GREEDY, timeout=5))
+            with b.expecting(2):
+                await asyncio.sleep(0.1)  # decoding: longer than max_wait, shorter than max_hold
+            # Submitted right after decoding, with no await in between (as the app does).
+            second = b.submit([2, 3], GREEDY, deadline=time.monotonic() + 5)
+            await asyncio.gather(first, second)
+        finally:
+            await b.stop()
+
+    run(main())
+    assert model.batches == [[1, 2, 3]]
 
 
 def test_throughput_stats_and_observer():

@@ -30,7 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__, social
-from ..errors import BlipcapError
+from ..errors import BlipcapError, MissingDependencyError
 from ..options import CaptionOptions, resolve_options
 from ..results import Caption, ItemError
 from . import schemas
@@ -334,6 +334,8 @@ def _install_errors(app: FastAPI, state: ServerState) -> None:
             return error_response(401, str(exc), {"WWW-Authenticate": "Bearer"})
         if isinstance(exc, BodyTooLargeError):
             return error_response(413, str(exc), {"Connection": "close"})
+        if isinstance(exc, MissingDependencyError):
+            return error_response(501, str(exc))
         status = status_for(exc)
         if status == 500:
             log.error("request failed: %s: %s", type(exc).__name__, exc)
@@ -462,7 +464,8 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             deadline = time.monotonic() + config.request_timeout
             parsed = await parse_request(request, config, schemas.CaptionsRequest, set())
             options = caption_options(parsed.fields.get("options"), config)
-            loaded = await load_inputs(parsed.inputs, config, deadline)
+            with state.batcher.expecting(len(parsed.inputs)):
+                loaded = await load_inputs(parsed.inputs, config, deadline)
             results = await state.caption_loaded(loaded, options, deadline, client)
         return JSONResponse({"results": [r.to_record() for r in results]})
 
@@ -489,7 +492,8 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
                 cap_opts = opts.caption_options(base)
             except BlipcapError as exc:
                 raise RequestError(422, f"invalid options: {exc}") from None
-            loaded = await load_inputs(parsed.inputs, config, deadline)
+            with state.batcher.expecting(len(parsed.inputs)):
+                loaded = await load_inputs(parsed.inputs, config, deadline)
             results = await state.caption_loaded(loaded, cap_opts, deadline, client)
         random_weights = bool(getattr(state.captioner, "random_weights", False))
         records = [

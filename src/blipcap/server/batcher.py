@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -74,7 +75,13 @@ class BatchPlan:
 
 
 def plan_batch(
-    pending: Sequence[Pending], now: float, *, max_batch_size: int, max_wait: float
+    pending: Sequence[Pending],
+    now: float,
+    *,
+    max_batch_size: int,
+    max_wait: float,
+    incoming: int = 0,
+    max_hold: float | None = None,
 ) -> BatchPlan:
     """Decide what to run now.
 
@@ -85,6 +92,13 @@ def plan_batch(
     when the next same-options job would not fit, or when the oldest job has
     waited ``max_wait`` seconds; otherwise the caller waits (at most until the
     oldest job's wait or the earliest deadline is up) for more work.
+
+    ``incoming`` counts images of requests that were accepted and are being
+    decoded right now: they will be here in moments, so while there are some
+    and the batch is not full the oldest job may wait up to ``max_hold``
+    (default ``5 * max_wait``) instead. Without this, clients that all send
+    their next request when a batch ends split into a small batch (whoever
+    was decoded within ``max_wait``) and a second one.
     """
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -105,11 +119,13 @@ def plan_batch(
             break
         batch.append(i)
         total += job.size
-    ready = total >= max_batch_size or blocked or now - head.arrival >= max_wait
+    hold = 5 * max_wait if max_hold is None else max_hold
+    limit = max(max_wait, hold) if incoming > 0 else max_wait
+    ready = total >= max_batch_size or blocked or now - head.arrival >= limit
     if ready:
         return BatchPlan(expired, batch, 0.0)
     earliest_deadline = min(pending[i].deadline for i in live)
-    wait = min(head.arrival + max_wait, earliest_deadline) - now
+    wait = min(head.arrival + limit, earliest_deadline) - now
     return BatchPlan(expired, [], max(wait, 0.0))
 
 
@@ -164,6 +180,7 @@ class MicroBatcher:
         max_batch_size: int = 8,
         max_wait: float = 0.01,
         max_queue: int = 64,
+        max_hold: float | None = None,
         observe: Callable[[int, float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -177,6 +194,8 @@ class MicroBatcher:
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait
         self.max_queue = max_queue
+        self.max_hold = max_hold
+        self.incoming = 0
         self.observe = observe
         self.clock = clock
         self.stats = BatcherStats()
@@ -227,6 +246,21 @@ class MicroBatcher:
         if rate <= 0:
             return 1
         return max(1, math.ceil((self.queued_images + self._running_images) / rate))
+
+    @contextmanager
+    def expecting(self, images: int):
+        """Mark ``images`` as on their way (being decoded) while the block runs.
+
+        Submit right after the block, with no ``await`` in between, so the
+        planner never sees the images neither incoming nor queued.
+        """
+        self.incoming += images
+        try:
+            yield
+        finally:
+            self.incoming -= images
+            if self._wakeup is not None:
+                self._wakeup.set()  # a batch held for these may be ready now
 
     def submit(
         self, images: list[Any], options: CaptionOptions, *, deadline: float, client: str = ""
@@ -282,6 +316,8 @@ class MicroBatcher:
                 now,
                 max_batch_size=self.max_batch_size,
                 max_wait=0.0 if self._closing else self.max_wait,
+                incoming=0 if self._closing else self.incoming,
+                max_hold=self.max_hold,
             )
             for i in plan.expired:
                 _fail(

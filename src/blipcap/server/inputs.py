@@ -133,9 +133,10 @@ async def parse_request(
             parsed = json_model.model_validate_json(body)
         except ValidationError as exc:
             raise RequestError(422, "invalid JSON body: " + _pydantic_message(exc)) from None
-        _check_count(len(parsed.images), max_images)
+        images = getattr(parsed, "images", None) or []  # optional where a model allows it
+        _check_count(len(images), max_images)
         inputs = []
-        for ref in parsed.images:
+        for ref in images:
             if ref.url is not None:
                 inputs.append(RawInput(_clean_name(ref.name) or ref.url, url=ref.url))
             else:

@@ -340,7 +340,7 @@ async function readDocument(event) {
   const file = $("#document-file").files[0];
   if (!file) return;
   const form = new FormData();
-  form.append("file", file, file.name);
+  form.append("files", file, file.name);
   say("#document-status", "Reading " + file.name + "…");
   const out = $("#document-result");
   out.textContent = "";
@@ -363,6 +363,13 @@ async function readDocument(event) {
   }
 }
 
+// Thumbnails are fetched like any API call (with the key, when there is one).
+async function thumbnail(path) {
+  const headers = state.key ? { Authorization: "Bearer " + state.key } : {};
+  const response = await fetch(path, { headers }).catch(() => null);
+  return response && response.ok ? URL.createObjectURL(await response.blob()) : null;
+}
+
 async function search(event) {
   event.preventDefault();
   const q = $("#query").value.trim();
@@ -376,17 +383,19 @@ async function search(event) {
       const li = document.createElement("li");
       if (hit.thumbnail) {
         const img = document.createElement("img");
-        img.src = hit.thumbnail;
-        img.alt = hit.caption || "";
+        img.alt = hit.random_weights ? "" : hit.caption || "";
         img.className = "thumb";
         li.append(img);
+        thumbnail(hit.thumbnail).then((url) => {
+          if (url) img.src = url;
+        });
       }
       const text = document.createElement("div");
       const path = document.createElement("p");
       path.className = "name";
       path.textContent = hit.path;
       const caption = document.createElement("p");
-      caption.textContent = hit.caption || "";
+      caption.textContent = (hit.random_weights ? "[random test model] " : "") + (hit.caption || "");
       text.append(path, caption);
       li.append(text);
       list.append(li);

@@ -1,0 +1,309 @@
+"""The HTTP service under load, against offline batch captioning with the same backend.
+
+Three phases, all on loopback, bounded in requests and time:
+
+1. offline: ``Captioner.caption(images, batch_size=B)`` on the same JPEG bytes
+   (decode included) - the throughput a batch job gets from this backend;
+2. closed loop: ``blipcap serve`` (a separate process) with 16 concurrent
+   clients, each sending single-image requests back to back; the server's
+   dynamic batching has to recover the batch throughput;
+3. overload: open-loop arrivals at twice the measured capacity; only 200, 429
+   and 503 may appear, and the p99 latency of accepted requests must stay
+   bounded (the queue is bounded, so the wait is too).
+
+Random weights with a forced generated length (speed does not depend on the
+weight values once the length is fixed).
+
+    python benchmarks/server.py                        # tiny shape, quick
+    python benchmarks/server.py --shape small --requests 160
+    python benchmarks/server.py --model ./blip-base --tokens 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import io
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, random_checkpoint, synthetic_images  # noqa: E402
+
+
+def jpeg_bytes(n: int, width: int, height: int) -> list[bytes]:
+    out = []
+    for image in synthetic_images(n, width, height, seed=1):
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def load_offline(model: str):
+    from blipcap import Captioner
+
+    return Captioner(model, backend="torch", device="cpu", dtype="float32")
+
+
+def offline(cap, images: list[bytes], batch: int, tokens: int) -> dict:
+    opts = {"min_new_tokens": tokens, "max_new_tokens": tokens}
+    cap.caption(images[:batch], batch_size=batch, **opts)  # warm-up
+    t = time.perf_counter()
+    results = cap.caption(images, batch_size=batch, **opts)
+    seconds = time.perf_counter() - t
+    assert all(r.ok for r in results)
+    return {
+        "images": len(images),
+        "seconds": round(seconds, 3),
+        "images_per_s": len(images) / seconds,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model: str, batch: int, wait_ms: float, queue: int, timeout: float):
+        import httpx
+
+        blipcap = shutil.which("blipcap", path=str(Path(sys.executable).parent)) or "blipcap"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [blipcap, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--model", model,
+             "--backend", "torch", "--device", "cpu", "--dtype", "float32",
+             "--max-batch-size", str(batch), "--max-wait-ms", str(wait_ms),
+             "--max-queue", str(queue), "--request-timeout", str(timeout),
+             "--log-level", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        deadline = time.monotonic() + 300
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited:\n" + self.proc.stderr.read().decode()[-3000:])
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not become ready in 300 s")
+            time.sleep(0.2)
+
+    def metrics(self) -> dict[str, float]:
+        import httpx
+
+        out = {}
+        for line in httpx.get(self.url + "/metrics", timeout=10).text.splitlines():
+            if line.startswith(("blipcap_batch_size_sum", "blipcap_batch_size_count")):
+                name, value = line.split()
+                out[name] = float(value)
+        return out
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def post(client, url: str, data: bytes, tokens: int) -> tuple[int, float]:
+    opts = json.dumps({"min_new_tokens": tokens, "max_new_tokens": tokens})
+    t = time.perf_counter()
+    try:
+        r = client.post(
+            url + "/v1/captions",
+            files={"files": ("x.jpg", data, "image/jpeg")},
+            data={"options": opts},
+        )
+        status = r.status_code
+    except Exception:  # a transport failure counts as a failed request, not a crash
+        status = -1
+    return status, time.perf_counter() - t
+
+
+def closed_loop(server: Server, images: list[bytes], clients: int, tokens: int) -> dict:
+    """``clients`` threads, each sending one image at a time until every image was sent."""
+    import httpx
+
+    before = server.metrics()
+    lock = threading.Lock()
+    todo = list(range(len(images)))
+    statuses: list[int] = []
+    latencies: list[float] = []
+
+    def client_loop():
+        with httpx.Client(timeout=300) as client:
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    i = todo.pop()
+                status, seconds = post(client, server.url, images[i], tokens)
+                with lock:
+                    statuses.append(status)
+                    latencies.append(seconds)
+
+    t = time.perf_counter()
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    seconds = time.perf_counter() - t
+    after = server.metrics()
+    batches = after["blipcap_batch_size_count"] - before["blipcap_batch_size_count"]
+    batched = after["blipcap_batch_size_sum"] - before["blipcap_batch_size_sum"]
+    return {
+        "clients": clients,
+        "requests": len(statuses),
+        "ok": statuses.count(200),
+        "seconds": round(seconds, 3),
+        "images_per_s": statuses.count(200) / seconds,
+        "mean_batch": round(batched / batches, 2) if batches else 0,
+        "p50_s": round(statistics.median(latencies), 3),
+    }
+
+
+def overload(server: Server, images: list[bytes], rate: float, seconds: float, tokens: int) -> dict:
+    """Open loop: a new request every 1/rate s for ``seconds``, whatever the server does."""
+    import httpx
+
+    results: list[tuple[int, float]] = []
+    client = httpx.Client(timeout=300, limits=httpx.Limits(max_connections=512))
+    n = int(rate * seconds)
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(256) as pool:
+        futures = []
+        for k in range(n):
+            delay = start + k / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(pool.submit(post, client, server.url, images[k % len(images)], tokens))
+        results = [f.result() for f in futures]
+    client.close()
+    statuses = [s for s, _ in results]
+    accepted = sorted(t for s, t in results if s == 200)
+    counts = {str(code): statuses.count(code) for code in sorted(set(statuses))}
+
+    def pct(q):
+        return (
+            round(accepted[min(len(accepted) - 1, int(q * len(accepted)))], 3) if accepted else None
+        )
+
+    return {
+        "rate_per_s": round(rate, 2),
+        "requests": n,
+        "statuses": counts,
+        "only_200_429_503": set(statuses) <= {200, 429, 503},
+        "accepted_p50_s": pct(0.50),
+        "accepted_p99_s": pct(0.99),
+        "accepted_max_s": round(accepted[-1], 3) if accepted else None,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--shape", default="tiny", choices=["tiny", "small", "base", "large"])
+    ap.add_argument("--model", default=None, help="A checkpoint directory instead of --shape.")
+    ap.add_argument(
+        "--requests", type=int, default=128, help="Images in the offline and closed-loop runs."
+    )
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument(
+        "--batch", type=int, default=16, help="Offline batch size = server max batch size."
+    )
+    ap.add_argument("--wait-ms", type=float, default=25.0, help="Server --max-wait-ms.")
+    ap.add_argument(
+        "--queue", type=int, default=32, help="Server --max-queue (at least --clients)."
+    )
+    ap.add_argument("--tokens", type=int, default=20, help="Forced generated length.")
+    ap.add_argument("--size", default="320x240", help="Image size WxH (JPEG).")
+    ap.add_argument("--overload-seconds", type=float, default=15.0)
+    ap.add_argument("--rounds", type=int, default=3, help="Alternating offline/server rounds.")
+    ap.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
+    args = ap.parse_args()
+
+    model = args.model or str(random_checkpoint(args.shape))
+    width, height = (int(v) for v in args.size.split("x"))
+    images = jpeg_bytes(args.requests, width, height)
+    report: dict = {"machine": machine(), "model": args.model or f"random {args.shape} shape", "args": {
+        k: str(v) for k, v in vars(args).items()}}  # fmt: skip
+
+    # One server for all phases; offline and closed-loop runs alternate so that a
+    # change in machine load hits both sides alike (the ratio is the median).
+    server = Server(model, args.batch, args.wait_ms, queue=args.queue, timeout=60)
+    try:
+        cap = load_offline(model)
+        rounds = []
+        for r in range(args.rounds):
+            print(
+                f"round {r + 1}/{args.rounds}: offline, then {args.clients} clients",
+                file=sys.stderr,
+            )
+            off = offline(cap, images, args.batch, args.tokens)
+            cl = closed_loop(server, images, args.clients, args.tokens)
+            rounds.append(
+                {
+                    "offline": off,
+                    "closed_loop": cl,
+                    "ratio": cl["images_per_s"] / off["images_per_s"],
+                }
+            )
+        del cap
+        report["rounds"] = rounds
+        ratios = sorted(x["ratio"] for x in rounds)
+        median = rounds[[x["ratio"] for x in rounds].index(ratios[len(ratios) // 2])]
+        report["offline"], report["closed_loop"] = median["offline"], median["closed_loop"]
+        report["ratio"] = round(median["ratio"], 3)
+        capacity = statistics.median(x["closed_loop"]["images_per_s"] for x in rounds)
+        print(
+            f"overload: {2 * capacity:.1f} requests/s for {args.overload_seconds:g} s",
+            file=sys.stderr,
+        )
+        report["overload"] = overload(
+            server, images, 2 * capacity, args.overload_seconds, args.tokens
+        )
+    finally:
+        server.stop()
+    # What "bounded" means here: a full queue drains in queue/capacity seconds, plus one batch.
+    report["overload"]["p99_bound_s"] = round((args.queue + args.batch) / capacity + 1.0, 3)
+    report["overload"]["p99_within_bound"] = (
+        report["overload"]["accepted_p99_s"] is not None
+        and report["overload"]["accepted_p99_s"] <= report["overload"]["p99_bound_s"]
+    )
+
+    off, cl, ov = report["offline"], report["closed_loop"], report["overload"]
+    print(
+        f"model: {report['model']}, {args.tokens} tokens, {width}x{height} JPEG, CPU {report['machine'].get('cpu', '')}"
+    )
+    for i, x in enumerate(report["rounds"], 1):
+        print(
+            f"round {i}: offline {x['offline']['images_per_s']:.2f}, server {x['closed_loop']['images_per_s']:.2f} images/s, ratio {x['ratio']:.2f}"
+        )
+    print(f"offline batch {args.batch}:        {off['images_per_s']:.2f} images/s (median round)")
+    print(f"server, {cl['clients']} clients:        {cl['images_per_s']:.2f} images/s "
+          f"(mean batch {cl['mean_batch']}, p50 {cl['p50_s']} s) = {report['ratio']:.0%} of offline")  # fmt: skip
+    print(f"overload at {ov['rate_per_s']}/s: statuses {ov['statuses']}, accepted p50 {ov['accepted_p50_s']} s, "
+          f"p99 {ov['accepted_p99_s']} s (bound {ov['p99_bound_s']} s)")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
