@@ -212,10 +212,10 @@ def test_vector_cache_sees_writes_from_another_connection(tmp_path):
 
 
 def test_fts_match_quotes_words_and_drops_operators():
-    assert (
-        fts_match('dog AND "cat" OR -NEAR(x*)')
-        == '"dog" OR "and" OR "cat" OR "or" OR "near" OR "x"'
-    )
+    assert fts_match('dog AND "cat" OR -NEAR(x*)') == '"dog" OR "cat" OR "near" OR "x"'
+    assert fts_match("a dog on the beach") == '"dog" OR "beach"'
+    # only stopwords: keep them rather than match nothing
+    assert fts_match("to be or not to be") == '"to" OR "be" OR "or" OR "not"'
     assert fts_match("  ...  ") is None
 
 

@@ -125,7 +125,7 @@ class Embedder:
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         with self._lock:
             encodings = self.tokenizer.encode_batch(texts)
-        with _one_blas_thread():
+        with one_blas_thread():
             return self._pool(encodings)
 
     def _pool(self, encodings: list) -> np.ndarray:
@@ -196,7 +196,7 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-def _one_blas_thread():
+def one_blas_thread():
     """Run BLAS on one thread: these matrices are small (a query is a handful of tokens), and
     OpenBLAS's thread hand-off then costs more than the arithmetic - 10x slower on a busy
     2-core machine."""

@@ -74,7 +74,7 @@ class SQLiteStore(Store):
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
-        self._vectors: tuple[int, np.ndarray, list[int]] | None = None
+        self._vectors: tuple[int, np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -305,7 +305,7 @@ class SQLiteStore(Store):
             rows = self.conn.execute(sql, [match, *params, limit]).fetchall()
         return [(sha, -score) for sha, score in rows]  # bm25() is lower-is-better
 
-    def _load_vectors(self) -> tuple[np.ndarray, list[int]]:
+    def _load_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """All embeddings as one matrix, cached until another write changes them."""
         generation = self.conn.execute(
             "SELECT value FROM meta WHERE key = 'generation'"
@@ -318,7 +318,7 @@ class SQLiteStore(Store):
             matrix = (
                 np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(ids), -1) if ids else None
             )
-            self._vectors = (generation, matrix, ids)  # type: ignore[assignment]
+            self._vectors = (generation, matrix, np.array(ids, dtype=np.int64))  # type: ignore[assignment]
         return self._vectors[1], self._vectors[2]
 
     def semantic_search(
@@ -328,18 +328,19 @@ class SQLiteStore(Store):
             matrix, ids = self._load_vectors()
             if matrix is None:
                 return []
-            scores = matrix @ np.asarray(vector, dtype=np.float32)
+            from .embeddings import one_blas_thread
+
+            with one_blas_thread():  # a mat-vec is memory-bound: threads only add hand-off cost
+                scores = matrix @ np.asarray(vector, dtype=np.float32)
             if filters.active:
                 where, params = self._filter_sql(filters)
-                allowed = {
-                    r[0] for r in self.conn.execute(f"SELECT id FROM images WHERE {where}", params)
-                }
-                mask = np.fromiter((i in allowed for i in ids), dtype=bool, count=len(ids))
-                scores = np.where(mask, scores, -np.inf)
+                rows = self.conn.execute(f"SELECT id FROM images WHERE {where}", params)
+                allowed = np.fromiter((r[0] for r in rows), dtype=np.int64)
+                scores = np.where(np.isin(ids, allowed), scores, -np.inf)
             k = min(limit, len(ids))
             top = np.argpartition(-scores, k - 1)[:k]
             top = top[np.argsort(-scores[top], kind="stable")]
-            picked = [(ids[i], float(scores[i])) for i in top if scores[i] >= min_similarity]
+            picked = [(int(ids[i]), float(scores[i])) for i in top if scores[i] >= min_similarity]
             if not picked:
                 return []
             by_id = dict(

@@ -275,9 +275,21 @@ def rrf_fuse(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> list[tuple[st
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
+# Words that match nearly every caption ("a dog on the beach"): leaving them in the
+# full-text query makes BM25 score every row, which is slow on big indexes and adds
+# nothing to the ranking. PostgreSQL's english configuration drops these itself.
+STOPWORDS = frozenset(
+    "a an and are as at be by for from has have in is it its of on or that the this to was were "
+    "with what which who whom into onto over under".split()
+)
+
+
 def query_terms(query: str) -> list[str]:
-    """The words of a free-text query, lower-cased, without operators or punctuation."""
-    return [w.lower() for w in _WORD.findall(query)]
+    """The words of a free-text query, lower-cased, without operators, punctuation or stopwords
+    (unless the query is nothing but stopwords)."""
+    words = [w.lower() for w in _WORD.findall(query)]
+    content = [w for w in words if w not in STOPWORDS]
+    return content or words
 
 
 def fallback_snippet(caption: str | None, ocr_text: str, width: int = 160) -> str:
