@@ -215,7 +215,7 @@ def test_fts_match_quotes_words_and_drops_operators():
     assert fts_match('dog AND "cat" OR -NEAR(x*)') == '"dog" OR "cat" OR "near" OR "x"'
     assert fts_match("a dog on the beach") == '"dog" OR "beach"'
     # only stopwords: keep them rather than match nothing
-    assert fts_match("to be or not to be") == '"to" OR "be" OR "or" OR "not"'
+    assert fts_match("to be or to be") == '"to" OR "be" OR "or"'
     assert fts_match("  ...  ") is None
 
 
