@@ -272,3 +272,47 @@ def test_gpu_resize_differs_from_pillow_by_at_most_a_few_levels():
         shares.append(float((diff > 0).mean()))
     assert 0 < worst <= 8
     assert 0.1 < max(shares) < 0.25  # about one value in six is off, almost all by one level
+
+
+def test_pipeline_out_of_memory_halves_the_batch_and_keeps_every_item(tiny, monkeypatch):
+    want = records(tiny.caption(IMAGES, max_new_tokens=6, batch_size=8))
+    real, sizes = Pipeline.decode, []
+
+    def tight(self, embeds, ready, opts):
+        sizes.append(embeds.shape[0])
+        if embeds.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, embeds, ready, opts)
+
+    monkeypatch.setattr(Pipeline, "decode", tight)
+    got = records(caption_stream(tiny, IMAGES, max_new_tokens=6, batch_size=4))
+    assert got == want
+    # 4 fails -> 2 + 2; the next batch (3, formed before the failure) -> 2 + 1
+    assert sizes == [4, 2, 2, 3, 2, 1]
+
+
+def test_an_image_that_does_not_fit_alone_is_an_item_error(tiny, monkeypatch):
+    def never(self, embeds, ready, opts):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(Pipeline, "decode", never)
+    got = records(
+        caption_stream(tiny, [IMAGES[0], b"junk", IMAGES[1]], max_new_tokens=6, batch_size=4)
+    )
+    assert [r["error"]["type"] for r in got] == [
+        "OutOfMemoryError",
+        "UnsupportedFormatError",
+        "OutOfMemoryError",
+    ]
+    assert "out of memory even for this image alone" in got[0]["error"]["message"]
+
+
+def test_auto_batch_size_comes_from_the_memory_planner(tiny, monkeypatch):
+    import blipcap.backends.cuda_pipeline as cp
+
+    seen = []
+    monkeypatch.setattr(
+        cp, "auto_batch_size", lambda cap, opts: seen.append(opts.max_new_tokens) or 2
+    )
+    got = records(caption_stream(tiny, IMAGES[:3], max_new_tokens=5))
+    assert seen == [5] and len(got) == 3 and all(r["error"] is None for r in got)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..batching import _release_cached_memory, auto_batch_size, is_out_of_memory, run_with_backoff
 from ..decoding import generate
 from ..errors import BackendError, InputError, OptionsError
 from ..images import ImageInput, _read_source, load_image, load_input
@@ -41,11 +42,13 @@ from ..options import CaptionOptions, resolve_options
 from ..results import Caption, ItemError
 
 DEFAULT_BATCH = 256  # measured.md: throughput of one H100 levels off around 256 images
+OUT_OF_MEMORY = object()  # marks a batch whose encoder ran out of memory
 
 
 @dataclass(frozen=True)
 class PipelineOptions:
     batch_size: int = DEFAULT_BATCH
+    """Images per batch (:func:`caption_stream` resolves "auto" with :mod:`blipcap.batching`)."""
     overlap: bool = True
     """Encode batch N+1 on a side CUDA stream while batch N decodes (CUDA only)."""
     gpu_decode: bool = False
@@ -151,6 +154,7 @@ class Pipeline:
             from .._optional import require
 
             self.torchvision_io = require("torchvision.io", "torch", "decoding JPEGs on the GPU")
+        self.size = self.options.batch_size  # lowered for good after an out-of-memory error
         workers = self.options.decode_workers or captioner.decode_workers
         self.workers = max(1, int(workers))
         self._staging: list[Any] = []
@@ -295,12 +299,11 @@ class Pipeline:
         provenance = self.captioner.provenance_for(opts)
         if self.options.gpu_decode:
             provenance = _with_option(provenance, image_decode="gpu")
-        size = self.options.batch_size
         pending = None  # (items, embeds, ready) encoded, not yet decoded
         batch: list[_Item] = []
-        for item in self._prepared(images, window=2 * size + 2 * self.workers):
+        for item in self._prepared(images, window=2 * self.size + 2 * self.workers):
             batch.append(item)
-            if len(batch) == size:
+            if len(batch) >= self.size:
                 # Enqueue batch N+1's encoder before decoding batch N: on CUDA they overlap.
                 encoded = self._start(batch)
                 if pending is not None:
@@ -317,20 +320,59 @@ class Pipeline:
     def _start(self, items: list[_Item]):
         if not any(it.error is None for it in items):
             return items, None, None
-        embeds, ready = self.encode(self._to_device(items))
+        try:
+            embeds, ready = self.encode(self._to_device(items))
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            return items, OUT_OF_MEMORY, None  # redone in smaller pieces by _finish
         return items, embeds, ready
+
+    def _tokens(self, items: list[_Item], embeds, ready, opts: CaptionOptions) -> list:
+        """Token ids per good item; on out-of-memory, halve and retry (no item lost or reordered).
+
+        An entry is an :class:`~blipcap.errors.OutOfMemoryError` for an image
+        that does not fit even alone.
+        """
+        good = [it for it in items if it.error is None]
+        if embeds is not OUT_OF_MEMORY:
+            try:
+                return self.decode(embeds, ready, opts)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+        del embeds
+        _release_cached_memory()
+
+        def run(sub: list[_Item]) -> list:
+            e, r = self.encode(self._to_device(sub))
+            return self.decode(e, r, opts)
+
+        def shrink(size: int) -> None:
+            self.size = max(1, min(self.size, size))
+
+        half = (len(good) + 1) // 2  # the whole batch just failed: start from its halves
+        shrink(half)
+        return run_with_backoff(run, good[:half], shrink) + run_with_backoff(
+            run, good[half:], shrink
+        )
 
     def _finish(self, pending, opts: CaptionOptions, provenance, bar) -> Iterator[Caption]:
         items, embeds, ready = pending
-        texts = iter(())
+        per_item = iter(())
         if embeds is not None:
-            tokens = self.decode(embeds, ready, opts)
-            texts = iter([[self.captioner._text(t, opts) for t in per] for per in tokens])
+            per_item = iter(self._tokens(items, embeds, ready, opts))
         for it in items:
-            if it.error is not None:
-                result = Caption(path=it.label, caption=None, error=it.error, provenance=provenance)
+            error, captions = it.error, None
+            if error is None:
+                tokens = next(per_item)
+                if isinstance(tokens, Exception):
+                    error = ItemError.from_exception(tokens)
+                else:
+                    captions = [self.captioner._text(t, opts) for t in tokens]
+            if error is not None:
+                result = Caption(path=it.label, caption=None, error=error, provenance=provenance)
             else:
-                captions = next(texts)
                 result = Caption(
                     path=it.label, caption=captions[0], captions=captions, provenance=provenance
                 )
@@ -380,7 +422,7 @@ def caption_stream(
     images: Iterable[Any],
     preset: str | None = None,
     options: CaptionOptions | None = None,
-    batch_size: int = DEFAULT_BATCH,
+    batch_size: int | str = "auto",
     *,
     overlap: bool = True,
     gpu_decode: bool = False,
@@ -390,9 +432,13 @@ def caption_stream(
     """Caption ``images`` through the overlapped pipeline; one :class:`Caption` per input, in order.
 
     Same inputs, options and records as ``Captioner.caption_iter``; on a CPU it
-    runs the same steps synchronously.
+    runs the same steps synchronously. ``batch_size="auto"`` sizes batches to
+    free memory (up to 256 on a GPU); out of memory anyway, a batch is halved
+    and retried, down to one image, and later batches keep the smaller size.
     """
     opts = resolve_options(options, preset, **overrides)
+    if batch_size == "auto":  # sized to memory, up to 256 on a GPU (blipcap.batching)
+        batch_size = auto_batch_size(captioner, opts)
     pipeline = Pipeline(
         captioner,
         PipelineOptions(batch_size=int(batch_size), overlap=overlap, gpu_decode=gpu_decode),
