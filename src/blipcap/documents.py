@@ -512,9 +512,10 @@ class Document:
             if self.kind == "pdf":
                 out += [f"## Page {p.number}", ""]
             if p.description:
-                out += [f"> {p.description.splitlines()[0] if p.ocr.text else p.description}", ""]
-            if p.ocr.text:
-                out += ["```text", p.ocr.text, "```", ""]
+                out += [f"> {_md_escape(p.description)}", ""]
+            for paragraph in p.ocr.text.split("\n\n"):
+                if paragraph.strip():
+                    out += [_md_escape(paragraph), ""]
         return "\n".join(out)
 
     def to_text(self) -> str:
@@ -531,6 +532,14 @@ class Document:
                 )
             )
         return "\n\n".join(parts)
+
+
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>#|"})
+
+
+def _md_escape(text: str) -> str:
+    """OCR text as literal Markdown: no stray emphasis, links, headings or tables."""
+    return text.translate(_MD_SPECIAL)
 
 
 def read_document(

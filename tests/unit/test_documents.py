@@ -117,3 +117,25 @@ def test_parse_pages():
     for bad in ("0", "3-1", "a", "1-"):
         with pytest.raises(click.BadParameter):
             parse_pages(bad)
+
+
+def test_document_markdown_and_text():
+    from blipcap.documents import Document, DocumentPage
+
+    ocr = OcrResult("Total: *42* [EUR]\nsecond line\n\n# not a heading", [], "rapidocr", 10, 10)
+    page = DocumentPage(
+        1, 10, 10, ocr, caption="a receipt", description='A receipt that reads: "..."'
+    )
+    doc = Document("scans/r.png", "image", [page])
+    assert doc.to_markdown() == (
+        "# r.png\n\n"
+        '> A receipt that reads: "..."\n\n'
+        "Total: \\*42\\* \\[EUR\\]\nsecond line\n\n"
+        "\\# not a heading\n"
+    )
+    assert doc.to_text() == (
+        "== scans/r.png ==\nCaption: a receipt\nTotal: *42* [EUR]\nsecond line\n\n# not a heading"
+    )
+    failed = Document("x.pdf", "pdf", error={"type": "InputError", "message": "encrypted"})
+    assert failed.to_markdown() == "# x.pdf\n\n**Error** (InputError): encrypted\n"
+    assert failed.to_text() == "x.pdf: error: encrypted"
