@@ -74,6 +74,13 @@ class Gpu:
         if self.cuda:
             self.torch.cuda.reset_peak_memory_stats()
 
+    def release(self) -> None:
+        import gc
+
+        gc.collect()
+        if self.cuda:
+            self.torch.cuda.empty_cache()
+
     def peak_gib(self) -> float | None:
         return round(self.torch.cuda.max_memory_allocated() / 2**30, 2) if self.cuda else None
 
@@ -308,7 +315,9 @@ def main(argv: list[str] | None = None) -> dict:
     dtype = args.dtype if args.dtype != "auto" else ("float32" if not cuda else "auto")
 
     runs = run_blipcap(args, checkpoint, jpegs, device, dtype, gpu)
+    gpu.release()  # so that each stage's peak memory is its own
     baselines = {} if args.skip_baselines else run_baselines(args, checkpoint, jpegs, device, gpu)
+    gpu.release()
     cosine = logit_cosine(checkpoint, jpegs, device, args.tokens)
 
     import transformers
