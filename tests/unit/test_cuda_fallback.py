@@ -140,6 +140,8 @@ def test_buffers_are_shared_across_batch_sizes_and_grow(tiny):
     assert fast.buffers_for(4, 1, 20) is not first  # other rows per image: its own buffers
     bigger = fast.buffers_for(6, 3, 20)
     assert bigger is not first and bigger.capacity == 6
+    fast.buffers_for(2, 1, 31)  # a third (rows, length): the least recently used set goes
+    assert sorted(fast._buffers) == [(1, 31), (3, 20)]
     c = tiny.config
     per_row = c.text.num_hidden_layers * 2 * c.text.hidden_size * 20 * 4
     cross = c.text.num_hidden_layers * 2 * c.vision.seq_len * c.text.hidden_size * 4

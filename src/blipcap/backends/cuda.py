@@ -48,6 +48,8 @@ class FastPathOptions:
     """"graphs": CUDA graph capture; "compile": torch.compile(mode="reduce-overhead"); "eager"."""
     max_graphs: int = 8
     """Captured graphs kept (one per batch shape); the least recently used is dropped."""
+    max_buffer_sets: int = 2
+    """Buffer sets kept (one per rows-per-image x length, e.g. greedy and beam 3); LRU."""
     compile_backend: str = "inductor"
     """torch.compile backend for step="compile" (tests use "eager" to check the trace quickly)."""
 
@@ -57,8 +59,8 @@ class FastPathOptions:
                 f"unknown decode step mode {self.step!r}; choose one of {', '.join(STEP_MODES)} "
                 f"(environment variable {ENV_STEP})"
             )
-        if self.max_graphs < 1:
-            raise OptionsError(f"max_graphs must be >= 1, got {self.max_graphs}")
+        if self.max_graphs < 1 or self.max_buffer_sets < 1:
+            raise OptionsError("max_graphs and max_buffer_sets must be >= 1")
 
     @classmethod
     def from_env(cls) -> FastPathOptions:
@@ -168,7 +170,7 @@ class FastPath:
         requested = self.options.step
         # CUDA graphs need CUDA; on a CPU the same static step runs eagerly.
         self.step_mode = "eager" if requested == "graphs" and not self.cuda else requested
-        self._buffers: dict[tuple[int, int], StaticBuffers] = {}
+        self._buffers: OrderedDict[tuple[int, int], StaticBuffers] = OrderedDict()
         self._graphs: OrderedDict[tuple[int, int, int], _Captured] = OrderedDict()
         self._pool = None
         self._compiled = None
@@ -183,9 +185,14 @@ class FastPath:
         """Buffers for this (rows per image, length), grown (and graphs dropped) when too small."""
         key = (rows_per_image, max_len)
         buf = self._buffers.get(key)
-        if buf is None or buf.capacity < images:
+        if buf is not None and buf.capacity >= images:
+            self._buffers.move_to_end(key)
+        else:
             self._drop_graphs(key)
             self._buffers.pop(key, None)  # free the old buffers before allocating bigger ones
+            while len(self._buffers) >= self.options.max_buffer_sets:
+                old, _ = self._buffers.popitem(last=False)
+                self._drop_graphs(old)
             buf = StaticBuffers(
                 self.backend.config,
                 images,
@@ -219,7 +226,9 @@ class FastPath:
         images = image_embeds.shape[0]
         buf = self.buffers_for(images, rows_per_image, max_len)
         with torch.no_grad():
-            for layer, (k_buf, v_buf) in zip(self.decoder.bert.encoder.layer, buf.cross, strict=True):
+            for layer, (k_buf, v_buf) in zip(
+                self.decoder.bert.encoder.layer, buf.cross, strict=True
+            ):
                 p = layer.crossattention.proj
                 k_buf[:images].copy_(layer._split(p.key(image_embeds)))
                 v_buf[:images].copy_(layer._split(p.value(image_embeds)))
