@@ -151,9 +151,14 @@ class Pipeline:
                     "gpu_decode needs a CUDA device; on this machine images are decoded by CPU workers "
                     "(leave gpu_decode off)"
                 )
-            from .._optional import require
-
-            self.torchvision_io = require("torchvision.io", "torch", "decoding JPEGs on the GPU")
+            try:
+                import torchvision.io as tvio
+            except ImportError as exc:
+                raise BackendError(
+                    "gpu_decode needs torchvision (nvJPEG through torchvision.io.decode_jpeg): "
+                    "install the torchvision build that matches your torch, e.g. pip install torchvision"
+                ) from exc
+            self.torchvision_io = tvio
         self.size = self.options.batch_size  # lowered for good after an out-of-memory error
         workers = self.options.decode_workers or captioner.decode_workers
         self.workers = max(1, int(workers))
