@@ -59,12 +59,38 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_checkpoint):
+def index_db(tiny_checkpoint, tmp_path_factory):
+    """A search index of three photos, built by `blipcap index` with the tiny model."""
+    root = tmp_path_factory.mktemp("photos")
+    for i, name in enumerate(("harbour.png", "market.png", "garden.png")):
+        (root / name).write_bytes(png(10 + i))
+    db = root / "index.db"
+    p = subprocess.run(
+        [
+            BLIPCAP,
+            "index",
+            str(root),
+            "--db",
+            str(db),
+            "--model",
+            str(tiny_checkpoint),
+            "--ocr",
+            "none",
+        ],
+        capture_output=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    return db
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint, index_db):
     assert BLIPCAP, "the blipcap console script is not installed (pip install -e .)"
     port = free_port()
     proc = subprocess.Popen(
         [BLIPCAP, "serve", "--port", str(port), "--model", str(tiny_checkpoint), "--backend", "torch",
-         "--device", "cpu", "--log-level", "warning"],
+         "--device", "cpu", "--log-level", "warning", "--db", str(index_db)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -235,6 +261,33 @@ def test_no_axe_violations_light_and_dark(page, tmp_path):
     assert axe_violations(page) == []
     page.emulate_media(color_scheme="dark")
     assert axe_violations(page) == []
+
+
+def test_search_shows_results_with_thumbnails(page, index_db):
+    import hashlib
+
+    from blipcap.index import open_store
+
+    with open_store(index_db, create=False) as store:
+        caption = store.get_image(hashlib.sha256(png(10)).hexdigest())["caption"]
+    assert page.locator("#search").is_visible()
+    page.fill("#query", caption.split()[0])
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "document.querySelector('#search-status').textContent.includes('result')"
+    )
+    status = page.locator("#search-status").inner_text()
+    items = page.locator("#search-results li")
+    assert items.count() >= 1, status
+    assert status.startswith(f"{items.count()} result")
+    first = items.first
+    assert first.locator(".name").inner_text().endswith(".png")
+    assert first.locator("p").nth(1).inner_text().startswith("[random test model]")
+    page.wait_for_function(
+        "document.querySelector('#search-results img.thumb')?.src.startsWith('blob:')"
+    )
+    natural = page.evaluate("document.querySelector('#search-results img.thumb').naturalWidth")
+    assert natural > 0  # the thumbnail decoded
 
 
 COUNT_SAMPLES = [
