@@ -165,3 +165,27 @@ def test_search_with_thumbnails(live, indexed):
     assert live.client.get("/v1/thumbnails/" + "0" * 64).status_code == 404
     assert live.client.get("/v1/thumbnails/not-a-hash").status_code == 422
     assert live.client.get("/v1/search", params={"q": ""}).status_code == 422
+
+
+def test_missing_index_fails_the_start_with_the_fix(captioner, tmp_path):
+    import time
+
+    failures = []
+    db = tmp_path / "none.db"
+    srv = Live(
+        create_app(ServerConfig(db=str(db)), captioner=captioner, on_fatal=failures.append),
+        ready=False,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not failures:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r = srv.client.get("/readyz")
+        assert r.status_code == 503 and r.json()["status"] == "failed"
+        assert r.json()["detail"] == (
+            f"the search index cannot be opened: no index at {db}. "
+            f"Build one first: blipcap index PHOTOS_DIR --db {db}"
+        )
+    finally:
+        srv.close()

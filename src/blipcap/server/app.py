@@ -78,6 +78,8 @@ class ServerState:
         self.api_keys = ApiKeys(config.api_keys)
         self.limiter = ClientLimiter(config.max_client_requests)
         self.features: dict[str, Any] = {}
+        self.startup_checks: list[Callable[[], None]] = []
+        """Run before readiness (e.g. the search index opens); a failure fails the start."""
         self.batcher = MicroBatcher(
             self._run_batch,
             max_batch_size=config.max_batch_size,
@@ -278,6 +280,8 @@ async def _load_model(state: ServerState, on_fatal: Callable[[BaseException], No
             state.captioner = await run_in_threadpool(
                 get_captioner, config.model, config.backend, config.device, config.dtype
             )
+        for check in state.startup_checks:
+            await run_in_threadpool(check)
         state.status = "warming up"
         from PIL import Image
 

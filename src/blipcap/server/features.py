@@ -346,12 +346,26 @@ def _read_upload(data: bytes, name, read_document, pdf_page_count, captioner, en
 
 # --------------------------------------------------------------------------- search
 def _install_search(app: FastAPI, state: Any) -> None:
+    from ..errors import BlipcapError
+
     db = state.config.db
 
-    def run_search(query: str, limit: int, mode: str) -> list[dict]:
+    def open_index():
         from ..index import open_store
 
-        with open_store(db, create=False) as store:
+        try:
+            return open_store(db, create=False)
+        except BlipcapError as exc:
+            raise RequestError(503, f"the search index cannot be opened: {exc}") from None
+
+    def check_index() -> None:
+        with open_index():
+            pass
+
+    state.startup_checks.append(check_index)
+
+    def run_search(query: str, limit: int, mode: str) -> list[dict]:
+        with open_index() as store:
             hits = store.search(query, limit=limit, mode=mode)
         out = []
         for hit in hits:
@@ -373,9 +387,7 @@ def _install_search(app: FastAPI, state: Any) -> None:
         return JSONResponse({"results": results})
 
     def thumbnail_bytes(sha256: str) -> bytes | None:
-        from ..index import open_store
-
-        with open_store(db, create=False) as store:
+        with open_index() as store:
             record = store.get_image(sha256)
         if record is None:
             return None
