@@ -15,6 +15,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ class SQLiteStore(Store):
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
-        self._vectors: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._cache: _Columns | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -158,7 +159,6 @@ class SQLiteStore(Store):
 
     def write(self, batch: WriteBatch) -> list[str]:
         failed: list[str] = []
-        touched_vectors = False
         candidates: set[int] = set()  # images that may have lost their last path
         with self._write():
             c = self.conn
@@ -188,7 +188,6 @@ class SQLiteStore(Store):
                         "INSERT OR REPLACE INTO embeddings (image_id, model, vector) VALUES (?, ?, ?)",
                         (image_id, rec.embedding_model, vector),
                     )
-                    touched_vectors = True
                 if rec.thumbnail is not None:
                     c.execute(
                         "INSERT OR REPLACE INTO thumbnails (image_id, jpeg) VALUES (?, ?)",
@@ -228,7 +227,7 @@ class SQLiteStore(Store):
                     "AND NOT EXISTS (SELECT 1 FROM paths WHERE paths.image_id = images.id)",
                     chunk,
                 ).rowcount
-            if touched_vectors or orphans:
+            if batch.images or orphans:  # the in-memory search columns must reload
                 c.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
         return failed
 
@@ -267,26 +266,68 @@ class SQLiteStore(Store):
                 "with_text": one("SELECT count(*) FROM images WHERE has_text").fetchone()[0],
             }
 
-    def _filter_sql(self, filters: SearchFilters, alias: str = "images") -> tuple[str, list[Any]]:
-        """A WHERE fragment over images (``alias``) for ``filters``; '' when none."""
-        clauses, params = [], []
+    def _columns(self) -> _Columns:
+        """Every image's id, vector, date and has_text as arrays, cached in memory until a
+        write (from any process) changes them. Search scans these instead of the tables."""
+        generation = self.conn.execute(
+            "SELECT value FROM meta WHERE key = 'generation'"
+        ).fetchone()[0]
+        if self._cache is None or self._cache.generation != generation:
+            ids, blobs, dates, has_text = [], [], [], []
+            zero = None
+            rows = self.conn.execute(
+                "SELECT i.id, e.vector, i.date, i.has_text FROM images i "
+                "LEFT JOIN embeddings e ON e.image_id = i.id ORDER BY i.id"
+            )
+            for image_id, blob, date, text in rows:
+                if blob is None:  # no embedding: never a semantic match
+                    zero = zero or bytes(len(blobs[0]) if blobs else 4 * 384)
+                    blob = zero
+                ids.append(image_id)
+                blobs.append(blob)
+                dates.append(date or "")
+                has_text.append(bool(text))
+            matrix = (
+                np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(ids), -1) if ids else None
+            )
+            self._cache = _Columns(
+                generation,
+                np.array(ids, dtype=np.int64),
+                matrix,
+                np.array(dates, dtype=str),
+                np.array(has_text, dtype=bool),
+            )
+        return self._cache
+
+    def _mask(self, cols: _Columns, filters: SearchFilters) -> np.ndarray | None:
+        """Which rows of ``cols`` pass ``filters`` (None: no filters)."""
+        if not filters.active:
+            return None
+        mask = np.ones(len(cols.ids), dtype=bool)
+        since, until = filters.date_bounds()
+        if since is not None or until is not None:
+            mask &= cols.dates != ""  # an image without a date matches no date range
+        if since is not None:
+            mask &= cols.dates >= since
+        if until is not None:
+            mask &= cols.dates <= until
+        if filters.has_text is not None:
+            mask &= cols.has_text == filters.has_text
         folder = filters.folder_range()
         if folder is not None:
-            clauses.append(
-                f"EXISTS (SELECT 1 FROM paths fp WHERE fp.image_id = {alias}.id AND fp.path >= ? AND fp.path < ?)"
+            rows = self.conn.execute(
+                "SELECT DISTINCT image_id FROM paths WHERE path >= ? AND path < ?", folder
             )
-            params += list(folder)
-        since, until = filters.date_bounds()
-        if since is not None:
-            clauses.append(f"{alias}.date >= ?")
-            params.append(since)
-        if until is not None:
-            clauses.append(f"{alias}.date <= ?")
-            params.append(until)
-        if filters.has_text is not None:
-            clauses.append(f"{alias}.has_text = ?")
-            params.append(int(filters.has_text))
-        return " AND ".join(clauses), params
+            mask &= np.isin(cols.ids, np.fromiter((r[0] for r in rows), dtype=np.int64))
+        return mask
+
+    def _hashes(self, ids: list[int]) -> dict[int, str]:
+        marks = ",".join("?" * len(ids))
+        return dict(
+            self.conn.execute(
+                f"SELECT id, sha256 FROM images WHERE id IN ({marks})", ids
+            ).fetchall()
+        )
 
     def text_search(
         self, query: str, filters: SearchFilters, limit: int
@@ -294,62 +335,59 @@ class SQLiteStore(Store):
         match = fts_match(query)
         if match is None:
             return []
-        where, params = self._filter_sql(filters)
-        sql = (
-            "SELECT images.sha256, bm25(images_fts, 2.0, 2.0, 1.0) AS score FROM images_fts "
-            "JOIN images ON images.id = images_fts.rowid WHERE images_fts MATCH ?"
-            + (f" AND {where}" if where else "")
-            + " ORDER BY score LIMIT ?"
-        )
         with self._lock:
-            rows = self.conn.execute(sql, [match, *params, limit]).fetchall()
-        return [(sha, -score) for sha, score in rows]  # bm25() is lower-is-better
-
-    def _load_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """All embeddings as one matrix, cached until another write changes them."""
-        generation = self.conn.execute(
-            "SELECT value FROM meta WHERE key = 'generation'"
-        ).fetchone()[0]
-        if self._vectors is None or self._vectors[0] != generation:
-            ids, blobs = [], []
-            for image_id, blob in self.conn.execute("SELECT image_id, vector FROM embeddings"):
-                ids.append(image_id)
-                blobs.append(blob)
-            matrix = (
-                np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(ids), -1) if ids else None
-            )
-            self._vectors = (generation, matrix, np.array(ids, dtype=np.int64))  # type: ignore[assignment]
-        return self._vectors[1], self._vectors[2]
+            cols = self._columns()
+            mask = self._mask(cols, filters)
+            # The FTS index alone (no join): with filters, rank every match, then keep those that pass.
+            sql = "SELECT rowid, bm25(images_fts, 2.0, 2.0, 1.0) AS score FROM images_fts WHERE images_fts MATCH ? ORDER BY score"
+            rows = self.conn.execute(
+                sql if mask is not None else sql + " LIMIT ?",
+                [match] if mask is not None else [match, limit],
+            ).fetchall()
+            if mask is not None and rows:
+                rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                pos = np.clip(np.searchsorted(cols.ids, rowids), 0, len(cols.ids) - 1)
+                keep = (cols.ids[pos] == rowids) & mask[pos]
+                rows = [row for row, ok in zip(rows, keep.tolist(), strict=True) if ok][:limit]
+            if not rows:
+                return []
+            sha = self._hashes([r[0] for r in rows])
+        return [
+            (sha[rowid], -score) for rowid, score in rows if rowid in sha
+        ]  # bm25() is lower-is-better
 
     def semantic_search(
         self, vector: np.ndarray, filters: SearchFilters, limit: int, min_similarity: float
     ) -> list[tuple[str, float]]:
-        with self._lock:
-            matrix, ids = self._load_vectors()
-            if matrix is None:
-                return []
-            from .embeddings import one_blas_thread
+        from .embeddings import one_blas_thread
 
+        with self._lock:
+            cols = self._columns()
+            if cols.matrix is None:
+                return []
+            mask = self._mask(cols, filters)
+            rows = np.flatnonzero(mask) if mask is not None else None
+            query = np.asarray(vector, dtype=np.float32)
             with one_blas_thread():  # a mat-vec is memory-bound: threads only add hand-off cost
-                scores = matrix @ np.asarray(vector, dtype=np.float32)
-            if filters.active:
-                where, params = self._filter_sql(filters)
-                rows = self.conn.execute(f"SELECT id FROM images WHERE {where}", params)
-                allowed = np.fromiter((r[0] for r in rows), dtype=np.int64)
-                scores = np.where(np.isin(ids, allowed), scores, -np.inf)
-            k = min(limit, len(ids))
+                if rows is None:
+                    scores = cols.matrix @ query
+                else:  # score only the rows that pass the filters
+                    scores = cols.matrix[rows] @ query if len(rows) else np.zeros(0, np.float32)
+            if not len(scores):
+                return []
+            k = min(limit, len(scores))
             top = np.argpartition(-scores, k - 1)[:k]
             top = top[np.argsort(-scores[top], kind="stable")]
-            picked = [(int(ids[i]), float(scores[i])) for i in top if scores[i] >= min_similarity]
+            index = rows[top] if rows is not None else top
+            picked = [
+                (int(cols.ids[i]), float(s))
+                for i, s in zip(index, scores[top], strict=True)
+                if s >= min_similarity
+            ]
             if not picked:
                 return []
-            by_id = dict(
-                self.conn.execute(
-                    f"SELECT id, sha256 FROM images WHERE id IN ({','.join('?' * len(picked))})",
-                    [i for i, _ in picked],
-                ).fetchall()
-            )
-        return [(by_id[i], s) for i, s in picked if i in by_id]
+            sha = self._hashes([i for i, _ in picked])
+        return [(sha[i], s) for i, s in picked if i in sha]
 
     def hit_details(
         self, hashes: Sequence[str], query: str, filters: SearchFilters
@@ -399,6 +437,15 @@ class SQLiteStore(Store):
                     if snippet:
                         out[by_id[rowid]]["snippet"] = " ".join(snippet.split())
         return out
+
+
+@dataclass(frozen=True)
+class _Columns:
+    generation: int
+    ids: np.ndarray  # sorted image ids
+    matrix: np.ndarray | None  # one embedding per id (zeros where an image has none)
+    dates: np.ndarray  # ISO strings, "" when unknown
+    has_text: np.ndarray
 
 
 def fts_match(query: str) -> str | None:

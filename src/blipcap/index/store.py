@@ -11,6 +11,7 @@ import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -224,8 +225,12 @@ class Store(ABC):
         depth = max(50, 5 * limit)  # fuse over deeper lists than we show
         text_hits: list[tuple[str, float]] = []
         semantic_hits: list[tuple[str, float]] = []
+        pending = None
         if mode in ("hybrid", "text") and query.strip():
-            text_hits = self.text_search(query, filters, depth)
+            if mode == "hybrid":  # the database ranks words while this thread embeds the query
+                pending = _SEARCH_POOL.submit(self.text_search, query, filters, depth)
+            else:
+                text_hits = self.text_search(query, filters, depth)
         if mode in ("hybrid", "semantic") and query.strip():
             if embedder is None:
                 from .embeddings import get_embedder
@@ -233,6 +238,8 @@ class Store(ABC):
                 embedder = get_embedder()
             vector = embedder.embed_one(query)
             semantic_hits = self.semantic_search(vector, filters, depth, min_similarity)
+        if pending is not None:
+            text_hits = pending.result()
         fused = rrf_fuse([[h for h, _ in text_hits], [h for h, _ in semantic_hits]])[:limit]
         details = self.hit_details([h for h, _ in fused], query, filters)
         text_rank = {h: i + 1 for i, (h, _) in enumerate(text_hits)}
@@ -261,6 +268,9 @@ class Store(ABC):
                 )
             )
         return hits
+
+
+_SEARCH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="blipcap-search")
 
 
 def rrf_fuse(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> list[tuple[str, float]]:
