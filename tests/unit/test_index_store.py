@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import numpy as np
@@ -225,3 +226,23 @@ def test_rrf_fuse():
         ("a", pytest.approx(1 / 61)),
         ("c", pytest.approx(1 / 62)),
     ]
+
+
+def test_search_columns_are_shared_between_stores_and_refreshed(tmp_path):
+    path = tmp_path / "index.db"
+    with SQLiteStore(path) as first:
+        fill(first)
+        first.search("dog", embedder=WordEmbedder(), mode="semantic")
+        cols = first._cache
+    with SQLiteStore(path) as second:  # e.g. a server that opens the index per request
+        second.search("dog", embedder=WordEmbedder(), mode="semantic")
+        assert second._cache is cols
+        second.write(WriteBatch(removals=["/scans/invoice.png"]))
+        assert [h.sha256[0] for h in second.search("invoice", embedder=WordEmbedder())] == []
+        assert second._cache is not cols
+    # A new database at the same path is not mistaken for the old one.
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(f"{path}{suffix}"):
+            os.remove(f"{path}{suffix}")
+    with SQLiteStore(path) as fresh:
+        assert fresh.search("dog", embedder=WordEmbedder(), mode="semantic") == []

@@ -83,11 +83,13 @@ SQLITE: list[tuple[int, str, str]] = [
     (
         3,
         "change_counter",
-        # Bumped by every write that changes embeddings, so a long-lived search
-        # process knows when to reload its in-memory vector matrix.
+        # 'generation' is bumped by every write that changes images, so a search
+        # process knows when to reload its in-memory columns; 'database_id' tells
+        # a recreated file from the old one at the same path.
         """
         CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
         INSERT INTO meta(key, value) VALUES ('generation', 0);
+        INSERT INTO meta(key, value) VALUES ('database_id', abs(random()));
         """,
     ),
 ]

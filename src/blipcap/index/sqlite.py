@@ -34,6 +34,8 @@ from .store import (
 )
 
 BUSY_TIMEOUT_MS = 60_000
+_COLUMNS: dict[str, _Columns] = {}  # realpath -> search columns, shared across stores
+_COLUMNS_LOCK = threading.Lock()
 _CHUNK = 500  # SQLite limits bound parameters per statement; query in chunks
 
 
@@ -269,10 +271,15 @@ class SQLiteStore(Store):
     def _columns(self) -> _Columns:
         """Every image's id, vector, date and has_text as arrays, cached in memory until a
         write (from any process) changes them. Search scans these instead of the tables."""
-        generation = self.conn.execute(
-            "SELECT value FROM meta WHERE key = 'generation'"
-        ).fetchone()[0]
+        meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+        generation = (os.path.realpath(self.path), meta.get("database_id", 0), meta["generation"])
         if self._cache is None or self._cache.generation != generation:
+            # Shared by every store of this process on this file (a server opens one per request).
+            with _COLUMNS_LOCK:
+                cached = _COLUMNS.get(generation[0])
+            if cached is not None and cached.generation == generation:
+                self._cache = cached
+                return cached
             ids, blobs, dates, has_text = [], [], [], []
             zero = None
             rows = self.conn.execute(
@@ -297,6 +304,8 @@ class SQLiteStore(Store):
                 np.array(dates, dtype=str),
                 np.array(has_text, dtype=bool),
             )
+            with _COLUMNS_LOCK:
+                _COLUMNS[generation[0]] = self._cache
         return self._cache
 
     def _mask(self, cols: _Columns, filters: SearchFilters) -> np.ndarray | None:
@@ -441,7 +450,7 @@ class SQLiteStore(Store):
 
 @dataclass(frozen=True)
 class _Columns:
-    generation: int
+    generation: tuple[str, int, int]  # (file, database id, write generation)
     ids: np.ndarray  # sorted image ids
     matrix: np.ndarray | None  # one embedding per id (zeros where an image has none)
     dates: np.ndarray  # ISO strings, "" when unknown
