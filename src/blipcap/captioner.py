@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .batching import BatchSizer, auto_batch_size, run_with_backoff
 from .decoding import SpecialTokens, generate
-from .errors import BackendError, InputError, OptionsError
+from .errors import BackendError, InputError, OptionsError, OutOfMemoryError
 from .hub import ModelFiles, resolve_model
 from .images import DEFAULT_LIMITS, ImageInput, ImageLimits, load_image, load_input
 from .model.config import BlipConfig
@@ -147,24 +148,26 @@ class Captioner:
         """Like :meth:`caption`, but lazy: results are yielded as their batch finishes."""
         opts = resolve_options(options, preset, **overrides)
         size = self.batch_size_for(opts, batch_size)
+        sizer = BatchSizer(size)  # lowered for the rest of the run after an out-of-memory error
         provenance = self.provenance_for(opts)
         bar = _progress_bar(images, progress)
         try:
             batch: list[_Prepared] = []
             for prepared in self._prepare(images, window=max(2 * size, 2 * self.decode_workers)):
                 batch.append(prepared)
-                if len(batch) == size:
-                    yield from self._run_batch(batch, opts, provenance, bar)
+                if len(batch) >= sizer.size:
+                    yield from self._run_batch(batch, opts, provenance, bar, sizer)
                     batch = []
             if batch:
-                yield from self._run_batch(batch, opts, provenance, bar)
+                yield from self._run_batch(batch, opts, provenance, bar, sizer)
         finally:
             if bar is not None:
                 bar.close()
 
     def batch_size_for(self, options: CaptionOptions, batch_size: int | str) -> int:
         if batch_size == "auto":
-            return 32 if self.backend.device.startswith("cuda") else 8
+            # The largest batch whose predicted memory fits 85% of free memory (batching.py).
+            return auto_batch_size(self, options)
         try:
             size = int(batch_size)
         except (TypeError, ValueError):
@@ -181,18 +184,27 @@ class Captioner:
             self.backend, pixels, self.tokenizer.prompt_ids(options.prompt), options, self.special
         )
 
-    def _run_batch(self, batch: list[_Prepared], opts, provenance, bar) -> Iterator[Caption]:
+    def _run_batch(
+        self, batch: list[_Prepared], opts, provenance, bar, sizer: BatchSizer | None = None
+    ) -> Iterator[Caption]:
         good = [p for p in batch if p.pixels is not None]
-        texts: list[list[str]] = []
-        if good:
-            tokens = self.generate_tokens(np.stack([p.pixels for p in good]), opts)
-            texts = [[self._text(t, opts) for t in per_image] for per_image in tokens]
-        it = iter(texts)
+        # Out of memory: halve and retry down to 1 image; an image that fails alone gets an error.
+        outputs = run_with_backoff(
+            lambda part: self.generate_tokens(np.stack([p.pixels for p in part]), opts),
+            good,
+            on_shrink=sizer.shrink if sizer is not None else None,
+        )
+        it = iter(outputs)
         for p in batch:
             if p.pixels is None:
                 result = Caption(path=p.label, caption=None, error=p.error, provenance=provenance)
+            elif isinstance(out := next(it), OutOfMemoryError):
+                result = Caption(
+                    path=p.label, caption=None, error=ItemError.from_exception(out),
+                    provenance=provenance,
+                )  # fmt: skip
             else:
-                captions = next(it)
+                captions = [self._text(t, opts) for t in out]
                 result = Caption(
                     path=p.label, caption=captions[0], captions=captions, provenance=provenance
                 )

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "document": "blipcap.cli.document:document",
     "index": "blipcap.cli.index:index",
     "search": "blipcap.cli.index:search",
+    "export": "blipcap.cli.export:export",
 }
 
 

@@ -1,0 +1,101 @@
+"""``blipcap export onnx``: the model as ONNX graphs for the torch-free ONNX Runtime backend."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import DEFAULT_MODEL, cli_errors
+
+
+@click.group("export")
+def export() -> None:
+    """Export the model for other runtimes.
+
+    \b
+    Examples:
+      blipcap export onnx --out blip-large-onnx
+      blipcap export onnx --out blip-large-int8 --quantize int8
+      blipcap caption photos/ --model blip-large-int8
+    """
+
+
+@export.command(
+    "onnx",
+    epilog="""\b
+Examples:
+  blipcap export onnx --out blip-large-onnx
+  blipcap export onnx --model Salesforce/blip-image-captioning-base --out blip-base-int8 --quantize int8
+  blipcap export onnx --model ./my-finetuned-blip --out ./my-blip-onnx --opset 18
+  blipcap caption photos/ --model blip-base-int8          # runs on ONNX Runtime, no torch needed
+
+The directory holds vision.onnx (pixels -> cross-attention keys/values),
+decoder.onnx (one decoding step with a self-attention cache), the tokenizer,
+the preprocessing config and blipcap_onnx.json (source model and revision,
+sha256 of every file, opset, quantization, verification results).
+Before anything is written to --out, the export is checked against the torch
+backend on synthetic images: float32 must give identical tokens (greedy and
+beam search), or the export fails; int8 reports its agreement.
+Exporting needs blipcap[export] (torch, onnx, onnxruntime); running the
+export needs only blipcap[onnx].
+""",
+)
+@click.option(
+    "--model",
+    "-m",
+    envvar="BLIPCAP_MODEL",
+    default=None,
+    metavar="M",
+    help=f"Hub id or local Hugging Face directory [env BLIPCAP_MODEL; default {DEFAULT_MODEL}].",
+)
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) to export.")
+@click.option(
+    "--out", "-o", required=True, type=click.Path(file_okay=False), help="Directory to create."
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(["int8"]),
+    default=None,
+    help="int8: dynamic int8 vision encoder, weight-only int8 decoder (CPU; files ~3.5x smaller).",
+)
+@click.option(
+    "--opset", type=click.IntRange(min=14), default=17, show_default=True, help="ONNX opset."
+)
+@click.option(
+    "--verify-images",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Synthetic images for the check against the torch backend.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing export in --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@cli_errors
+def onnx(model, revision, out, quantize, opset, verify_images, overwrite, as_json) -> None:
+    """Export a BLIP captioning model to ONNX (optionally int8) and verify it."""
+    from ..errors import ExportError
+    from ..export import export_onnx
+
+    try:
+        report = export_onnx(
+            model, out, quantize=quantize, opset=opset, revision=revision, overwrite=overwrite,
+            verify_images=verify_images,
+        )  # fmt: skip
+    except ExportError as exc:  # the export ran and failed: exit 1, not a usage error
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "out": str(report.out),
+                    "quantization": report.quantization,
+                    "files": report.files,
+                    "verification": report.verification,
+                    "seconds": report.seconds,
+                },
+                indent=2,
+            )
+        )
+    else:
+        click.echo(report.summary())

@@ -1,0 +1,199 @@
+"""int8 for CPUs: dynamic quantization for the vision encoder, weight-only int8 for the decoder.
+
+* Vision encoder (and the cross-attention key/value projections that run on
+  its output): every MatMul with a constant weight becomes ONNX Runtime's
+  dynamic int8 MatMul - weights int8 per output channel, activations
+  quantized to uint8 on the fly per tensor. uint8 x int8 is the combination
+  the VNNI (and AMX) dot-product instructions execute natively.
+  Activation-by-activation products (attention scores) stay float32.
+* Decoder: weight-only int8 (``MatMulNBits``, 8 bits, symmetric, blocks of
+  32 along the input dimension) for every projection, the feed-forward layers
+  and the LM head; the word embeddings become an int8 table with one scale
+  per row (ONNX Runtime's quantized Gather takes 4 bits only). Activations stay float32: the OpenVINO BLIP work
+  found full post-training quantization of the decoder loses accuracy, and at
+  one token per step the decoder is bound by reading its weights anyway.
+
+The accuracy this costs is measured after export (``blipcap export onnx
+--quantize int8`` prints it) and documented in docs/onnx.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExportError
+from .manifest import DECODER_FILE, VISION_FILE
+
+DECODER_BLOCK = 32
+DECODER_ACCURACY_LEVEL = 4
+
+
+def quantize_int8(directory: Path) -> dict[str, Any]:
+    """Replace the float32 graphs in ``directory`` by their int8 versions; return what was done."""
+    onnx = __import__("onnx")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    vision, decoder = directory / VISION_FILE, directory / DECODER_FILE
+    tmp = directory / f"{VISION_FILE}.int8.tmp"
+    # onnxruntime.quantization logs advice on the root logger; keep the CLI quiet.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(
+            vision,
+            tmp,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            extra_options={"MatMulConstBOnly": True},
+        )
+        tmp.replace(vision)
+
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        model = onnx.load(str(decoder))
+        gemm_to_matmul(model)
+        quantize_embeddings(model)
+        quantizer = MatMulNBitsQuantizer(
+            model,
+            bits=8,
+            block_size=DECODER_BLOCK,
+            is_symmetric=True,
+            accuracy_level=DECODER_ACCURACY_LEVEL,
+            op_types_to_quantize=("MatMul",),
+        )
+        quantizer.process()
+        model = quantizer.model.model
+        prune(model)
+        onnx.save(model, str(decoder))
+    except ExportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the quantizers raise assorted errors
+        raise ExportError(f"int8 quantization failed: {exc}") from exc
+    finally:
+        root.setLevel(level)
+        tmp.unlink(missing_ok=True)
+    return {
+        "vision": "dynamic int8 MatMul (weights int8 per channel, activations uint8 per tensor)",
+        "decoder": (
+            f"weight-only int8: MatMulNBits (symmetric, blocks of {DECODER_BLOCK}), "
+            "word embeddings int8 with a scale per row"
+        ),
+    }
+
+
+def gemm_to_matmul(model) -> int:
+    """Rewrite ``Gemm(A, W, C, transB=1)`` with a constant ``W`` as ``MatMul(A, W^T) + C``.
+
+    The exporter writes ``nn.Linear`` on 2-D inputs (the LM head) as Gemm,
+    which the weight-only quantizer does not handle. Returns how many were rewritten.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    # The tied LM-head weight can reach Gemm through an Identity of the embedding.
+    alias = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity"}
+    new_nodes, count = [], 0
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        weight = alias.get(node.input[1], node.input[1]) if node.op_type == "Gemm" else None
+        if (
+            weight in inits
+            and attrs.get("alpha", 1.0) == 1.0
+            and attrs.get("beta", 1.0) == 1.0
+            and not attrs.get("transA", 0)
+        ):
+            w = numpy_helper.to_array(inits[weight])
+            if attrs.get("transB", 0):
+                w = np.ascontiguousarray(w.T)
+            w_name = f"{node.name or weight}_matmul_weight"
+            graph.initializer.append(numpy_helper.from_array(w, w_name))
+            mm = f"{node.output[0]}_matmul"
+            new_nodes.append(
+                helper.make_node(
+                    "MatMul", [node.input[0], w_name], [mm], name=f"{node.name}_MatMul"
+                )
+            )
+            if len(node.input) > 2 and node.input[2]:
+                new_nodes.append(
+                    helper.make_node(
+                        "Add", [mm, node.input[2]], [node.output[0]], name=f"{node.name}_Add"
+                    )
+                )
+            else:
+                new_nodes.append(helper.make_node("Identity", [mm], [node.output[0]]))
+            count += 1
+        else:
+            new_nodes.append(node)
+    graph.ClearField("node")
+    graph.node.extend(new_nodes)
+    return count
+
+
+EMBEDDING_MIN_ELEMENTS = 1 << 20  # the word embeddings, not the 512-row position table
+
+
+def quantize_embeddings(model) -> int:
+    """Store large ``Gather`` tables (the word embeddings) as int8 rows with a float scale each.
+
+    ``Gather(W, ids)`` becomes ``Cast(Gather(Wq, ids)) * Gather(scale, ids)``:
+    only the looked-up rows are dequantized. Returns how many were rewritten.
+    """
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    new_nodes, done = [], {}
+    for node in graph.node:
+        table = node.input[0] if node.op_type == "Gather" else None
+        init = inits.get(table) if table else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if (
+            init is None
+            or axis != 0
+            or len(init.dims) != 2
+            or np.prod(init.dims) < EMBEDDING_MIN_ELEMENTS
+        ):
+            new_nodes.append(node)
+            continue
+        if table not in done:
+            w = numpy_helper.to_array(init).astype(np.float32)
+            scale = np.maximum(np.abs(w).max(axis=1, keepdims=True), 1e-12) / 127.0
+            q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+            graph.initializer.append(numpy_helper.from_array(q, f"{table}_int8"))
+            graph.initializer.append(
+                numpy_helper.from_array(scale.astype(np.float32), f"{table}_scale")
+            )
+            done[table] = True
+        out, ids = node.output[0], node.input[1]
+        new_nodes += [
+            helper.make_node("Gather", [f"{table}_int8", ids], [f"{out}_q"], axis=0),
+            helper.make_node("Gather", [f"{table}_scale", ids], [f"{out}_s"], axis=0),
+            helper.make_node("Cast", [f"{out}_q"], [f"{out}_f"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", [f"{out}_f", f"{out}_s"], [out]),
+        ]
+    graph.ClearField("node")
+    graph.node.extend(new_nodes)
+    return len(done)
+
+
+def prune(model) -> None:
+    """Drop nodes whose outputs nobody reads and initializers no node uses."""
+    graph = model.graph
+    needed = {o.name for o in graph.output}
+    kept = []
+    for node in reversed(list(graph.node)):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+    graph.ClearField("node")
+    graph.node.extend(reversed(kept))
+    unused = [i for i in graph.initializer if i.name not in needed]
+    for init in unused:
+        graph.initializer.remove(init)
