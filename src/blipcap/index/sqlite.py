@@ -32,6 +32,7 @@ from .store import (
     fallback_snippet,
     query_terms,
 )
+from .vectors import VectorIndex
 
 BUSY_TIMEOUT_MS = 60_000
 _COLUMNS: dict[str, _Columns] = {}  # realpath -> search columns, shared across stores
@@ -300,7 +301,7 @@ class SQLiteStore(Store):
             self._cache = _Columns(
                 generation,
                 np.array(ids, dtype=np.int64),
-                matrix,
+                VectorIndex(matrix),
                 np.array(dates, dtype=str),
                 np.array(has_text, dtype=bool),
             )
@@ -368,29 +369,14 @@ class SQLiteStore(Store):
     def semantic_search(
         self, vector: np.ndarray, filters: SearchFilters, limit: int, min_similarity: float
     ) -> list[tuple[str, float]]:
-        from .embeddings import one_blas_thread
-
         with self._lock:
             cols = self._columns()
-            if cols.matrix is None:
-                return []
             mask = self._mask(cols, filters)
             rows = np.flatnonzero(mask) if mask is not None else None
-            query = np.asarray(vector, dtype=np.float32)
-            with one_blas_thread():  # a mat-vec is memory-bound: threads only add hand-off cost
-                if rows is None:
-                    scores = cols.matrix @ query
-                else:  # score only the rows that pass the filters
-                    scores = cols.matrix[rows] @ query if len(rows) else np.zeros(0, np.float32)
-            if not len(scores):
-                return []
-            k = min(limit, len(scores))
-            top = np.argpartition(-scores, k - 1)[:k]
-            top = top[np.argsort(-scores[top], kind="stable")]
-            index = rows[top] if rows is not None else top
+            index, scores = cols.vectors.top(vector, limit, rows)
             picked = [
                 (int(cols.ids[i]), float(s))
-                for i, s in zip(index, scores[top], strict=True)
+                for i, s in zip(index, scores, strict=True)
                 if s >= min_similarity
             ]
             if not picked:
@@ -452,7 +438,7 @@ class SQLiteStore(Store):
 class _Columns:
     generation: tuple[str, int, int]  # (file, database id, write generation)
     ids: np.ndarray  # sorted image ids
-    matrix: np.ndarray | None  # one embedding per id (zeros where an image has none)
+    vectors: VectorIndex  # one embedding per id (zeros where an image has none)
     dates: np.ndarray  # ISO strings, "" when unknown
     has_text: np.ndarray
 
