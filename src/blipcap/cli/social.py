@@ -67,6 +67,12 @@ images failed (their records carry an "error").
     default=None,
     help="Decoding preset for a single variant.",
 )
+@click.option(
+    "--max-new-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Longest caption in tokens [default: the preset's].",
+)
 @model_options
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True,
               help="jsonl: a record per line; json: one array; plain: the alt text per line.")  # fmt: skip
@@ -80,7 +86,7 @@ images failed (their records carry an "error").
 @cli_errors
 def social(
     inputs, platforms, variants, hashtags, max_hashtags, attribution, attribution_text, seed,
-    preset, model, backend, device, dtype, fmt, output,
+    preset, max_new_tokens, model, backend, device, dtype, fmt, output,
 ):  # fmt: skip
     """Descriptions and alt text for social media, fitted to each platform's limits."""
     from ..images import expand_inputs
@@ -105,7 +111,7 @@ def social(
         items,
         list(dict.fromkeys(platforms)),
         options,
-        caption_options=resolve_options(preset=preset),
+        caption_options=resolve_options(preset=preset, max_new_tokens=max_new_tokens),
         progress=show_progress(),
     )
     records = [p.to_record() for p in posts]
