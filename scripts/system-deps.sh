@@ -10,6 +10,8 @@ command -v chromium >/dev/null || need+=(chromium chromium-driver)
 command -v java >/dev/null || need+=(default-jre-headless)
 command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 command -v npm >/dev/null || need+=(nodejs npm)  # axe-core for the web page's accessibility test
+# The TrueType font the OCR tests and benchmarks render known text with.
+[[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || need+=(fonts-dejavu-core)
 
 if ((${#need[@]})); then
   SUDO=""
