@@ -196,15 +196,22 @@ def test_different_options_run_in_separate_batches():
     assert seen == [([1, 3], 1), ([2], 3)]
 
 
+async def until(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.005)
+
+
 def test_requests_arriving_during_a_batch_form_the_next_batch():
-    model = FakeModel(delay=0.2)
+    model = FakeModel(delay=0.3)
 
     async def main():
         b = MicroBatcher(model, max_batch_size=8, max_wait=0.0, max_queue=16)
         await b.start()
         try:
             first = asyncio.create_task(b.caption([1], GREEDY, timeout=5))
-            await asyncio.sleep(0.05)  # the first batch is running now
+            await until(lambda: b.running_images == 1)  # the first batch is running now
             rest = [asyncio.create_task(b.caption([i], GREEDY, timeout=5)) for i in (2, 3, 4)]
             await asyncio.gather(first, *rest)
             assert b.stats.batches == 2
@@ -223,7 +230,7 @@ def test_full_queue_refuses_with_retry_after():
         await b.start()
         try:
             running = asyncio.create_task(b.caption([1, 2], GREEDY, timeout=5))
-            await asyncio.sleep(0.05)  # taken by the model: the queue is empty again
+            await until(lambda: b.running_images == 2)  # taken by the model: queue empty again
             queued = asyncio.create_task(b.caption([3, 4, 5], GREEDY, timeout=5))
             await asyncio.sleep(0)
             assert b.queued_images == 3
@@ -238,18 +245,18 @@ def test_full_queue_refuses_with_retry_after():
 
 
 def test_deadline_passes_while_queued():
-    model = FakeModel(delay=0.4)
+    model = FakeModel(delay=1.0)
 
     async def main():
         b = MicroBatcher(model, max_batch_size=1, max_wait=0.0, max_queue=8)
         await b.start()
         try:
             slow = asyncio.create_task(b.caption([1], GREEDY, timeout=5))
-            await asyncio.sleep(0.05)
+            await until(lambda: b.running_images == 1)
             started = time.monotonic()
             with pytest.raises(DeadlineError, match="deadline"):
                 await b.caption([2], GREEDY, timeout=0.1)
-            assert time.monotonic() - started < 0.3  # answered at the deadline, not after the batch
+            assert time.monotonic() - started < 0.6  # answered at the deadline, not after the batch
             await slow
         finally:
             await b.stop()
@@ -352,4 +359,4 @@ def test_throughput_stats_and_observer():
 
     rate = run(main())
     assert observed == [4]
-    assert 20 < rate < 80  # 4 images in ~0.05 s of model time
+    assert 5 < rate <= 80  # 4 images in ~0.05 s of model time (more on a busy machine)
