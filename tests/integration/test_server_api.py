@@ -194,6 +194,8 @@ def test_request_shape_errors(live):
     assert (
         r.status_code == 413 and "17 images in one request; the limit is 16" in r.json()["detail"]
     )
+    r = c.post("/v1/captions", files=[("files", ("a.png", image_bytes(1), "image/png"))] * 40)
+    assert r.status_code == 413 and "more than 16 images in one request" in r.json()["detail"]
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -108,7 +108,14 @@ async def parse_request(
     max_images = config.max_images_per_request
     if ctype == "multipart/form-data":
         # One more than allowed so that "too many" gets our clear 413 below.
-        form = await request.form(max_files=max_images + 1, max_fields=64)
+        try:
+            form = await request.form(max_files=max_images + 1, max_fields=64)
+        except HTTPException as exc:
+            if "Too many files" in str(exc.detail):
+                raise RequestError(
+                    413, f"more than {max_images} images in one request; split them up"
+                ) from None
+            raise
         inputs: list[RawInput] = []
         fields: dict[str, Any] = {}
         for key, value in form.multi_items():
