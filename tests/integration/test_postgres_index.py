@@ -41,7 +41,7 @@ def pg_url(tmp_path_factory):
 @pytest.fixture
 def url(pg_url):
     with open_store(pg_url) as store:
-        store.conn.execute("TRUNCATE blipcap_images, blipcap_paths, blipcap_thumbnails")
+        store.conn.execute("TRUNCATE blipcap_images CASCADE")
     return pg_url
 
 

@@ -144,6 +144,14 @@ class PostgresStore(Store):
                 )  # fmt: skip
                 image_id = cur.fetchone()[0]
                 candidates.add(image_id)
+                cur.execute(
+                    "INSERT INTO blipcap_text (image_id, search) VALUES (%s, "
+                    "setweight(to_tsvector('english', coalesce(%s, '')), 'A') "
+                    "|| setweight(to_tsvector('english', coalesce(%s, '')), 'A') "
+                    "|| setweight(to_tsvector('english', %s), 'B')) "
+                    "ON CONFLICT (image_id) DO UPDATE SET search = EXCLUDED.search",
+                    (image_id, rec.caption, rec.existing_description, rec.ocr_text),
+                )
                 if rec.thumbnail is not None:
                     cur.execute(
                         "INSERT INTO blipcap_thumbnails (image_id, jpeg) VALUES (%s, %s) "
@@ -240,11 +248,20 @@ class PostgresStore(Store):
         if tsquery is None:
             return []
         where, params = self._filter_sql(filters)
+        # Rank in the narrow text table first; join the image rows for the few that are kept.
+        inner = (
+            "SELECT t.image_id, ts_rank(t.search, q) AS score FROM blipcap_text t, "
+            "to_tsquery('english', %s) q WHERE t.search @@ q"
+            + (
+                f" AND t.image_id IN (SELECT i.id FROM blipcap_images i WHERE {where})"
+                if where
+                else ""
+            )
+            + " ORDER BY score DESC, t.image_id LIMIT %s"
+        )
         rows = self.conn.execute(
-            "SELECT i.sha256, ts_rank_cd(i.search, q) AS score "
-            "FROM blipcap_images i, to_tsquery('english', %s) q WHERE i.search @@ q"
-            + (f" AND {where}" if where else "")
-            + " ORDER BY score DESC, i.id LIMIT %s",
+            f"SELECT i.sha256, r.score FROM ({inner}) r JOIN blipcap_images i ON i.id = r.image_id "
+            "ORDER BY r.score DESC, r.image_id",
             [tsquery, *params, limit],
         ).fetchall()
         return [(sha, float(score)) for sha, score in rows]
