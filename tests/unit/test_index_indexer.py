@@ -260,7 +260,8 @@ def test_index_cli_json_summary_is_the_last_line(tmp_path, photos, monkeypatch):
     from blipcap.cli import main
 
     cap = FakeCaptioner()
-    monkeypatch.setattr(index_cli, "open_captioner", lambda *a: cap)
+    opened = []
+    monkeypatch.setattr(index_cli, "open_captioner", lambda *a: opened.append(a) or cap)
     monkeypatch.setattr("blipcap.index.embeddings.get_embedder", lambda: WordEmbedder())
     (photos / "bad.png").write_bytes(b"nope")
     db = tmp_path / "i.db"
@@ -281,9 +282,11 @@ def test_index_cli_json_summary_is_the_last_line(tmp_path, photos, monkeypatch):
         xmp_written=0,
         db=str(db),
     )
+    assert len(opened) == 1
     os.remove(photos / "bad.png")
     result = CliRunner().invoke(main, ["index", str(photos), "--db", str(db), "--ocr", "none"])
     assert result.exit_code == 0, result.output
+    assert len(opened) == 1  # nothing new: the model was not even loaded
     assert result.stdout == (
         f"scanned 3, added 0, updated 0, unchanged 3, removed 0, failed 0; captioned 0 image(s) -> {db}\n"
     )

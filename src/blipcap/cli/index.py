@@ -43,6 +43,24 @@ def _ocr_engine(choice: str) -> str | None:
     return None
 
 
+class _LazyCaptioner:
+    """Loads the model on the first image that needs a caption: a re-run over folders
+    that did not change never pays for loading it."""
+
+    def __init__(self, factory):
+        self._factory = factory
+        self._captioner = None
+
+    def caption(self, images, **kwargs):
+        if self._captioner is None:
+            self._captioner = self._factory()
+            if self._captioner.random_weights:
+                warn(
+                    "this model has RANDOM weights (a test checkpoint): its captions are meaningless"
+                )
+        return self._captioner.caption(images, **kwargs)
+
+
 @click.command(
     "index",
     epilog="""\b
@@ -126,9 +144,7 @@ def index(
         include_hidden=include_hidden,
         caption_kwargs=caption_kwargs,
     )
-    captioner = open_captioner(model, backend, device, dtype)
-    if captioner.random_weights:
-        warn("this model has RANDOM weights (a test checkpoint): its captions are meaningless")
+    captioner = _LazyCaptioner(lambda: open_captioner(model, backend, device, dtype))
 
     def on_error(path: str, message: str) -> None:
         if as_json:

@@ -171,7 +171,7 @@ class Indexer:
             and not self.options.recaption
         ):
             self.summary.unchanged += 1
-            self._xmp_queue.append(path)
+            self._queue_xmp(path)
             return True
         try:
             sha, data = media.sha256_file(path, self.options.max_bytes)
@@ -186,7 +186,7 @@ class Indexer:
         if rec is not None and rec.sha256 == sha and not recaption:
             self.summary.unchanged += 1  # touched, same bytes: refresh size/mtime only
             self._batch.links.append(link)
-            self._xmp_queue.append(path)
+            self._queue_xmp(path)
         elif sha in self._new:
             self._new[sha].extra.append((link, existed))
         elif not recaption and self.store.existing_hashes([sha]):
@@ -261,7 +261,7 @@ class Indexer:
             for link, existed in item.extra:
                 self._batch.links.append(link)
                 self._counts.append((link, existed))
-            self._xmp_queue.extend([item.link.path, *(link.path for link, _ in item.extra)])
+            self._queue_xmp(item.link.path, *(link.path for link, _ in item.extra))
         if records:
             vectors = self.embedder.embed([r.search_text() for r in records])
             for rec, vec in zip(records, vectors, strict=True):
@@ -334,6 +334,10 @@ class Indexer:
                 self.summary.xmp_written += 1
             except (OSError, ValueError) as exc:
                 self._fail(path, f"could not write the XMP sidecar: {exc}")
+
+    def _queue_xmp(self, *paths: str) -> None:
+        if self.options.write_xmp:
+            self._xmp_queue.extend(paths)
 
     def _fail(self, path: str, message: str) -> None:
         self.summary.failed += 1
