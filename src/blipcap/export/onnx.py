@@ -136,6 +136,9 @@ def export_onnx(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(work, 0o777 & ~umask)  # mkdtemp makes it private; the export is not
     try:
         t0 = time.perf_counter()
         graphs = export_graphs(lean, config, work, opset, quiet)
@@ -244,6 +247,8 @@ def export_graphs(
         vision, (pixels,), out / VISION_FILE, [PIXELS], cross,
         {PIXELS: images_axis, **{n: images_axis for n in cross}}, opset,
     )  # fmt: skip
+    # The exporter cannot name the static dims of these outputs; write them in.
+    _set_output_shapes(out / VISION_FILE, {n: ["images", heads, v.seq_len, hd] for n in cross})
     graphs["vision"] = {"file": VISION_FILE, "inputs": [PIXELS], "outputs": cross}
 
     decoder = DecoderStepGraph(lean).eval()
@@ -269,6 +274,22 @@ def export_graphs(
     )  # fmt: skip
     graphs["decoder"] = {"file": DECODER_FILE, "inputs": inputs, "outputs": [LOGITS, PRESENT]}
     return graphs
+
+
+def _set_output_shapes(path: Path, shapes: dict[str, list[int | str]]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    for output in model.graph.output:
+        if output.name in shapes:
+            dims = output.type.tensor_type.shape.dim
+            for dim, value in zip(dims, shapes[output.name], strict=True):
+                dim.Clear()
+                if isinstance(value, str):
+                    dim.dim_param = value
+                else:
+                    dim.dim_value = value
+    onnx.save(model, str(path))
 
 
 def _torch_export(module, args, path: Path, inputs, outputs, dynamic_axes, opset: int) -> None:

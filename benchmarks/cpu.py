@@ -1,0 +1,249 @@
+"""CPU: transformers fp32 against blipcap torch fp32, ONNX fp32 and ONNX int8, in one run.
+
+BLIP-large shape with random weights (speed does not depend on weight values
+once the generated length is forced: 20 new tokens, min = max). Greedy and
+beam 3, batch 1 and 8. Every configuration runs in a fresh process, so its
+peak RSS is its own; each reports
+
+* images/s (best of ``--repeats`` timed batches after a warm-up batch) and
+  the ratio to the baseline (transformers ``generate``) of the same mode and batch;
+* peak RSS (the process's high-water mark: loading included) and its ratio;
+* cold start: from launching the process to the first caption of one image
+  (imports, model load, ONNX Runtime graph optimization, one image);
+* where the time goes: the vision encoder (with the cross-attention
+  keys/values) against everything else (decoding), from one profiled batch.
+
+The ONNX exports of the checkpoint are made once and cached under
+``.cache/onnx/`` (``blipcap export onnx``, with its verification).
+
+    python benchmarks/cpu.py                       # writes benchmarks/results/cpu-<host>.{json,md}
+    python benchmarks/cpu.py --impls onnx-int8 --modes greedy --batches 1 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, machine, random_checkpoint, synthetic_images  # noqa: E402
+
+IMPLS = ("transformers", "blipcap-torch", "onnx-fp32", "onnx-int8")
+MODES = {"greedy": 1, "beam3": 3}
+EXPORTS = ROOT / ".cache" / "onnx"
+
+
+def peak_rss_mib() -> float:
+    """This process's resident-set high-water mark (VmHWM).
+
+    Not ``getrusage``'s ru_maxrss: Linux carries that across fork and exec, so a
+    worker would report its (larger) parent's peak.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+class StageTimer:
+    """Wraps a callable and adds up the seconds spent in it."""
+
+    def __init__(self, fn):
+        self.fn, self.seconds = fn, 0.0
+
+    def __call__(self, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+
+def worker(
+    impl: str, model: str, mode: str, batch: int, tokens: int, repeats: int, launched: float
+) -> dict:
+    beams = MODES[mode]
+    images = synthetic_images(batch)
+    if impl == "transformers":
+        import torch
+        from transformers import BlipForConditionalGeneration, BlipProcessor
+
+        net = BlipForConditionalGeneration.from_pretrained(model).eval()
+        processor = BlipProcessor.from_pretrained(model)
+        timer = StageTimer(net.vision_model.forward)
+        net.vision_model.forward = timer
+
+        def run(imgs):
+            with torch.no_grad():
+                inputs = processor(images=imgs, return_tensors="pt")
+                out = net.generate(
+                    **inputs, min_new_tokens=tokens, max_new_tokens=tokens, num_beams=beams
+                )
+            assert out.shape == (len(imgs), tokens + 1), out.shape
+    else:
+        from blipcap import Captioner
+
+        if impl == "blipcap-torch":
+            cap = Captioner(model, backend="torch", device="cpu", dtype="float32")
+        else:
+            cap = Captioner(model, backend="onnx", device="cpu")
+        timer = StageTimer(cap.backend.start)  # the vision encoder + cross-attention K/V
+        cap.backend.start = timer
+
+        def run(imgs):
+            results = cap.caption(
+                imgs, batch_size=len(imgs), num_beams=beams, min_new_tokens=tokens,
+                max_new_tokens=tokens, clean_artifacts=False,
+            )  # fmt: skip
+            assert all(r.ok for r in results), [r.error for r in results]
+
+    run(images[:1])
+    cold = time.time() - launched
+    run(images)  # warm-up at the measured batch size
+    times = []
+    timer.seconds = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run(images)
+        times.append(time.perf_counter() - t)
+    best = min(times)
+    vision = timer.seconds / repeats
+    return {
+        "impl": impl, "mode": mode, "beams": beams, "batch": batch, "tokens": tokens,
+        "images_per_second": batch / best, "seconds_per_batch": best, "all_seconds": times,
+        "vision_seconds_per_batch": vision, "other_seconds_per_batch": sum(times) / repeats - vision,
+        "cold_start_seconds": cold, "peak_rss_mib": peak_rss_mib(),
+    }  # fmt: skip
+
+
+def ensure_export(checkpoint: Path, quantize: str | None) -> Path:
+    out = EXPORTS / f"{checkpoint.name}-{quantize or 'fp32'}"
+    if not (out / "blipcap_onnx.json").exists():
+        from blipcap.export import export_onnx
+
+        print(f"exporting {out.name} (once) ...", file=sys.stderr)
+        report = export_onnx(
+            str(checkpoint), out, quantize=quantize, verify_images=2, overwrite=True
+        )
+        print(report.summary(), file=sys.stderr)
+    return out
+
+
+def run_worker(args: list[str]) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", *args, repr(time.time())],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {args} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def markdown(rows: list[dict], info: dict) -> str:
+    lines = [
+        f"CPU: {info.get('cpu', '?')}, {info.get('cpus')} cores ({', '.join(info.get('isa', []))}); "
+        f"torch {info.get('torch')}, transformers {info.get('transformers')}, "
+        f"onnxruntime {info.get('onnxruntime')}. BLIP-large shape, random weights, "
+        f"{rows[0]['tokens']} new tokens forced.",
+        "",
+        "| mode | batch | implementation | images/s | vs baseline | peak RSS (MiB) | RSS vs baseline "
+        "| cold start (s) | vision s/batch | decoding s/batch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['mode']} | {r['batch']} | {r['impl']} | {r['images_per_second']:.3f} "
+            f"| {r['speed_ratio']:.2f}x | {r['peak_rss_mib']:.0f} | {r['rss_ratio']:.0%} "
+            f"| {r['cold_start_seconds']:.1f} | {r['vision_seconds_per_batch']:.2f} "
+            f"| {r['other_seconds_per_batch']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--shape", default="large", choices=["tiny", "small", "base", "large"])
+    ap.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--tokens", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument(
+        "--out", type=Path, default=None, help="JSON path [benchmarks/results/cpu-<host>.json]"
+    )
+    ap.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        impl, model, mode, batch, tokens, repeats, launched = args.worker
+        result = worker(impl, model, mode, int(batch), int(tokens), int(repeats), float(launched))
+        print(json.dumps(result))
+        return
+
+    checkpoint = random_checkpoint(args.shape)
+    models = {"transformers": checkpoint, "blipcap-torch": checkpoint}
+    if "onnx-fp32" in args.impls:
+        models["onnx-fp32"] = ensure_export(checkpoint, None)
+    if "onnx-int8" in args.impls:
+        models["onnx-int8"] = ensure_export(checkpoint, "int8")
+    rows = []
+    for mode in args.modes:
+        for batch in args.batches:
+            for impl in args.impls:
+                r = run_worker(
+                    [impl, str(models[impl]), mode, str(batch), str(args.tokens), str(args.repeats)]
+                )
+                rows.append(r)
+                print(
+                    f"{mode:6s} batch {batch:2d} {impl:14s}: {r['images_per_second']:.3f} img/s, "
+                    f"peak RSS {r['peak_rss_mib']:.0f} MiB, cold start {r['cold_start_seconds']:.1f} s, "
+                    f"vision {r['vision_seconds_per_batch']:.2f} s + other "
+                    f"{r['other_seconds_per_batch']:.2f} s per batch",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    for r in rows:
+        base = next(
+            (
+                x
+                for x in rows
+                if x["impl"] == "transformers"
+                and x["mode"] == r["mode"]
+                and x["batch"] == r["batch"]
+            ),
+            None,
+        )
+        r["speed_ratio"] = (
+            r["images_per_second"] / base["images_per_second"] if base else float("nan")
+        )
+        r["rss_ratio"] = r["peak_rss_mib"] / base["peak_rss_mib"] if base else float("nan")
+    info = machine()
+    result = {
+        "benchmark": "cpu",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "shape": args.shape,
+        "tokens": args.tokens,
+        "repeats": args.repeats,
+        "machine": info,
+        "results": rows,
+    }
+    out = args.out or ROOT / "benchmarks" / "results" / f"cpu-{socket.gethostname()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(rows, info)
+    out.with_suffix(".md").write_text(table)
+    print(table)
+    print(f"wrote {out} and {out.with_suffix('.md')}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
