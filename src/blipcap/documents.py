@@ -551,11 +551,13 @@ def read_document(
     dpi: int = DEFAULT_DPI,
     pages: Iterable[int] | None = None,
     caption_kwargs: dict[str, Any] | None = None,
+    on_page: Any = None,
 ) -> Document:
     """OCR (and, given a ``captioner``, caption) every page of a PDF or an image file.
 
     Errors about the input (unreadable, encrypted, not an image) are returned in
-    ``Document.error``; a batch of documents carries on.
+    ``Document.error``; a batch of documents carries on. ``on_page()`` is called
+    after each page (progress bars).
     """
     from .images import load_image
 
@@ -581,6 +583,8 @@ def read_document(
             page = DocumentPage(number, image.width, image.height, ocr, caption)
             page.description = fuse_description(caption, ocr.text, subject=subject)
             doc.pages.append(page)
+            if on_page is not None:
+                on_page()
     except InputError as exc:
         doc.error = {"type": type(exc).__name__, "message": str(exc)}
     return doc

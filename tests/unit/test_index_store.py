@@ -246,3 +246,12 @@ def test_search_columns_are_shared_between_stores_and_refreshed(tmp_path):
             os.remove(f"{path}{suffix}")
     with SQLiteStore(path) as fresh:
         assert fresh.search("dog", embedder=WordEmbedder(), mode="semantic") == []
+
+
+def test_date_key():
+    from blipcap.index.sqlite import date_key
+
+    assert date_key("2021-07-04T18:30:00") == 20210704183000
+    assert date_key("2021-07-04T23:59:59.999999") == 20210704235959
+    assert date_key("2021-07-04") == 20210704000000
+    assert date_key(None) == date_key("") == -1

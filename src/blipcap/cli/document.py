@@ -44,6 +44,23 @@ def parse_pages(spec: str | None) -> list[int] | None:
     return list(dict.fromkeys(pages))
 
 
+def _count_pages(files: tuple[str, ...], pages: list[int] | None) -> int:
+    """Pages the run will read, for the progress bar (an unreadable PDF counts as one)."""
+    from ..documents import is_pdf, pdf_page_count
+
+    total = 0
+    for path in files:
+        if not is_pdf(path):
+            total += 1
+            continue
+        try:
+            count = pdf_page_count(path)
+        except BlipcapError:
+            count = 1
+        total += len([p for p in pages if p <= count]) if pages is not None else count
+    return total
+
+
 @click.command(
     "document",
     epilog="""\b
@@ -122,10 +139,12 @@ def document(
             warn("this model has RANDOM weights (a test checkpoint): its captions are meaningless")
     show = show_progress() if progress is None else progress
     bar = None
-    if show and len(files) > 1:
+    if show:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(files), unit="file", desc="reading", file=sys.stderr)
+        bar = tqdm(
+            total=_count_pages(files, page_list), unit="page", desc="reading", file=sys.stderr
+        )
     failed = 0
     for path in files:
         try:
@@ -137,6 +156,7 @@ def document(
                 dpi=dpi,
                 pages=page_list,
                 caption_kwargs=overrides,
+                on_page=bar.update if bar is not None else None,
             )
         except BlipcapError as exc:
             raise click.UsageError(str(exc)) from exc
@@ -153,8 +173,6 @@ def document(
             click.echo(doc.to_text())
             if not doc.error and doc.description:
                 click.echo(f"Description: {doc.description}\n")
-        if bar is not None:
-            bar.update(1)
     if bar is not None:
         bar.close()
     if failed:

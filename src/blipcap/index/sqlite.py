@@ -293,7 +293,7 @@ class SQLiteStore(Store):
                     blob = zero
                 ids.append(image_id)
                 blobs.append(blob)
-                dates.append(date or "")
+                dates.append(date_key(date))
                 has_text.append(bool(text))
             matrix = (
                 np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(ids), -1) if ids else None
@@ -302,7 +302,7 @@ class SQLiteStore(Store):
                 generation,
                 np.array(ids, dtype=np.int64),
                 VectorIndex(matrix),
-                np.array(dates, dtype=str),
+                np.array(dates, dtype=np.int64),
                 np.array(has_text, dtype=bool),
             )
             with _COLUMNS_LOCK:
@@ -316,11 +316,11 @@ class SQLiteStore(Store):
         mask = np.ones(len(cols.ids), dtype=bool)
         since, until = filters.date_bounds()
         if since is not None or until is not None:
-            mask &= cols.dates != ""  # an image without a date matches no date range
+            mask &= cols.dates >= 0  # an image without a date matches no date range
         if since is not None:
-            mask &= cols.dates >= since
+            mask &= cols.dates >= date_key(since)
         if until is not None:
-            mask &= cols.dates <= until
+            mask &= cols.dates <= date_key(until)
         if filters.has_text is not None:
             mask &= cols.has_text == filters.has_text
         folder = filters.folder_range()
@@ -357,8 +357,8 @@ class SQLiteStore(Store):
             if mask is not None and rows:
                 rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
                 pos = np.clip(np.searchsorted(cols.ids, rowids), 0, len(cols.ids) - 1)
-                keep = (cols.ids[pos] == rowids) & mask[pos]
-                rows = [row for row, ok in zip(rows, keep.tolist(), strict=True) if ok][:limit]
+                keep = np.flatnonzero((cols.ids[pos] == rowids) & mask[pos])[:limit]
+                rows = [rows[i] for i in keep.tolist()]
             if not rows:
                 return []
             sha = self._hashes([r[0] for r in rows])
@@ -439,8 +439,16 @@ class _Columns:
     generation: tuple[str, int, int]  # (file, database id, write generation)
     ids: np.ndarray  # sorted image ids
     vectors: VectorIndex  # one embedding per id (zeros where an image has none)
-    dates: np.ndarray  # ISO strings, "" when unknown
+    dates: np.ndarray  # date_key() of each image's date, -1 when unknown
     has_text: np.ndarray
+
+
+def date_key(iso: str | None) -> int:
+    """'2021-07-04T18:30:00' -> 20210704183000 (comparable as integers); None or '' -> -1."""
+    if not iso:
+        return -1
+    digits = "".join(ch for ch in iso[:19] if ch.isdigit())
+    return int(digits.ljust(14, "0")[:14]) if digits else -1
 
 
 def fts_match(query: str) -> str | None:
