@@ -4,7 +4,7 @@ Small indexes are scored exhaustively (one mat-vec). From ``EXACT_BELOW``
 vectors on, a mat-vec reads the whole float32 matrix (150 MB at 100,000
 images), so search first shortlists by 1-bit codes - the sign of each
 dimension after centring on the corpus mean, compared by Hamming distance
-(48 bytes per image) - and then scores the shortlist (the best 2%, at least
+(48 bytes per image) - and then scores the shortlist (the best 5%, at least
 1,000) exactly. Hits and their similarities are exact; only an image whose
 code ranks outside the shortlist can be missed. ``benchmarks/index.py``
 measures the recall against exhaustive search.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 EXACT_BELOW = 20_000
-SHORTLIST_FRACTION = 0.02
+SHORTLIST_FRACTION = 0.05
 MIN_SHORTLIST = 1000
 
 _POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
