@@ -158,3 +158,29 @@ def test_document_cli_fuses_a_caption_from_the_model(tmp_path, tiny_checkpoint):
     )
     assert record["provenance"]["random_weights"] is True
     assert "RANDOM weights" in result.stderr
+
+
+def test_document_cli_pdf_markdown_with_page_progress(tmp_path):
+    pdf = tmp_path / "memo.pdf"
+    pages = [render(["Memo to all staff"]), render(["The office closes at 5 pm"])]
+    pages[0].save(pdf, save_all=True, append_images=pages[1:], resolution=100)
+    result = CliRunner().invoke(
+        main,
+        [
+            "document",
+            str(pdf),
+            "--no-caption",
+            "--format",
+            "markdown",
+            "--pages",
+            "2",
+            "--progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "# memo.pdf\n\n## Page 2\n\n"
+        '> A page with the text: "The office closes at 5 pm"\n\n'
+        "The office closes at 5 pm\n\n"
+    )
+    assert "1/1" in result.stderr  # one page to read: the progress bar counted it

@@ -139,3 +139,14 @@ def test_document_markdown_and_text():
     failed = Document("x.pdf", "pdf", error={"type": "InputError", "message": "encrypted"})
     assert failed.to_markdown() == "# x.pdf\n\n**Error** (InputError): encrypted\n"
     assert failed.to_text() == "x.pdf: error: encrypted"
+
+
+def test_document_help_has_examples():
+    from click.testing import CliRunner
+
+    from blipcap.cli import main
+
+    result = CliRunner().invoke(main, ["document", "--help"])
+    assert result.exit_code == 0
+    assert "Examples:" in result.output and "blipcap document letter.pdf" in result.output
+    assert "--ocr [rapidocr|tesseract]" in result.output

@@ -297,3 +297,13 @@ def test_index_cli_json_summary_is_the_last_line(tmp_path, photos, monkeypatch):
     assert result.stdout.splitlines()[1].startswith("   caption: a photo of colour")
     result = CliRunner().invoke(main, ["search", "x", "--db", str(tmp_path / "none.db")])
     assert result.exit_code == 2 and "blipcap index PHOTOS_DIR" in result.output
+
+
+@pytest.mark.parametrize("command", ["index", "search"])
+def test_help_has_examples(command):
+    from blipcap.cli import main
+
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Examples:" in result.output and f"blipcap {command} " in result.output
+    assert "--db PATH|URL" in result.output
