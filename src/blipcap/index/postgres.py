@@ -21,6 +21,7 @@ from . import migrations
 from .store import PathRecord, SearchFilters, Store, WriteBatch, fallback_snippet, query_terms
 
 _MIGRATION_LOCK = 0x0B11CA9  # pg_advisory_xact_lock key: one migrator at a time
+EXACT_FILTERED_BELOW = 20_000
 
 
 def _vector_literal(vector: np.ndarray) -> str:
@@ -271,6 +272,17 @@ class PostgresStore(Store):
     ) -> list[tuple[str, float]]:
         where, params = self._filter_sql(filters)
         literal = _vector_literal(vector)
+        exact = False
+        if where:
+            # Few rows pass the filters: score them all (exact, and faster than an HNSW
+            # walk that must skip most of the graph). Many: walk the index.
+            cur = self.conn.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM blipcap_images i WHERE {where} LIMIT %s) c",
+                [*params, EXACT_FILTERED_BELOW],
+            )
+            exact = cur.fetchone()[0] < EXACT_FILTERED_BELOW
+        # "+ 0" keeps the planner off the HNSW index for the exact variant.
+        order = "(i.embedding <=> %s::vector) + 0" if exact else "i.embedding <=> %s::vector"
         with self.conn.transaction(), self.conn.cursor() as cur:
             # With filters, let the HNSW scan keep going until enough rows pass them (pgvector >= 0.8).
             cur.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
@@ -278,7 +290,7 @@ class PostgresStore(Store):
                 "SELECT i.sha256, 1 - (i.embedding <=> %s::vector) AS similarity FROM blipcap_images i "
                 "WHERE i.embedding IS NOT NULL"
                 + (f" AND {where}" if where else "")
-                + " ORDER BY i.embedding <=> %s::vector LIMIT %s",
+                + f" ORDER BY {order} LIMIT %s",
                 [literal, *params, literal, limit],
             )
             rows = cur.fetchall()
