@@ -231,7 +231,7 @@ def main() -> None:
     args = parser.parse_args()
     result = {
         "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(), "load_average_at_start": os.getloadavg()},
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -134,7 +134,11 @@ def main() -> None:
     args = parser.parse_args()
     engines = [e for e in args.engines.split(",") if e != "tesseract" or shutil.which("tesseract")]
     result: dict = {
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average": os.getloadavg(),
+        },
         "cer": {},
     }
     import skimage.data
