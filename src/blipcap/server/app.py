@@ -466,9 +466,11 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         with state.limiter.hold(client):
             state.check_accepting()
             deadline = time.monotonic() + config.request_timeout
-            parsed = await parse_request(request, config, schemas.CaptionsRequest, set())
-            options = caption_options(parsed.fields.get("options"), config)
-            with state.batcher.expecting(len(parsed.inputs)):
+            # From here until its images are queued, this request is on its way: a batch
+            # may wait a little for it (see plan_batch).
+            with state.batcher.expecting(1):
+                parsed = await parse_request(request, config, schemas.CaptionsRequest, set())
+                options = caption_options(parsed.fields.get("options"), config)
                 loaded = await load_inputs(parsed.inputs, config, deadline)
             results = await state.caption_loaded(loaded, options, deadline, client)
         return JSONResponse({"results": [r.to_record() for r in results]})
@@ -489,14 +491,14 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         with state.limiter.hold(client):
             state.check_accepting()
             deadline = time.monotonic() + config.request_timeout
-            parsed = await parse_request(request, config, schemas.SocialRequest, {"platforms"})
-            opts, platforms = _social_options(parsed.fields, config)
-            base = caption_options(parsed.fields.get("options"), config)
-            try:
-                cap_opts = opts.caption_options(base)
-            except BlipcapError as exc:
-                raise RequestError(422, f"invalid options: {exc}") from None
-            with state.batcher.expecting(len(parsed.inputs)):
+            with state.batcher.expecting(1):
+                parsed = await parse_request(request, config, schemas.SocialRequest, {"platforms"})
+                opts, platforms = _social_options(parsed.fields, config)
+                base = caption_options(parsed.fields.get("options"), config)
+                try:
+                    cap_opts = opts.caption_options(base)
+                except BlipcapError as exc:
+                    raise RequestError(422, f"invalid options: {exc}") from None
                 loaded = await load_inputs(parsed.inputs, config, deadline)
             results = await state.caption_loaded(loaded, cap_opts, deadline, client)
         random_weights = bool(getattr(state.captioner, "random_weights", False))

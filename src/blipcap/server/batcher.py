@@ -93,7 +93,7 @@ def plan_batch(
     waited ``max_wait`` seconds; otherwise the caller waits (at most until the
     oldest job's wait or the earliest deadline is up) for more work.
 
-    ``incoming`` counts images of requests that were accepted and are being
+    ``incoming`` counts requests that were accepted and are being read and
     decoded right now: they will be here in moments, so while there are some
     and the batch is not full the oldest job may wait up to ``max_hold``
     (default ``5 * max_wait``) instead. Without this, clients that all send
@@ -248,8 +248,8 @@ class MicroBatcher:
         return max(1, math.ceil((self.queued_images + self._running_images) / rate))
 
     @contextmanager
-    def expecting(self, images: int):
-        """Mark ``images`` as on their way (being decoded) while the block runs.
+    def expecting(self, images: int = 1):
+        """Mark ``images`` as on their way (being read and decoded) while the block runs.
 
         Submit right after the block, with no ``await`` in between, so the
         planner never sees the images neither incoming nor queued.
