@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import checkpoint
+from tests.conftest import checkpoint
 
 from blipcap import hub
 from blipcap.errors import ModelLoadError, ModelNotFoundError, OptionsError
