@@ -11,7 +11,13 @@ peak RSS is its own; each reports
 * cold start: from launching the process to the first caption of one image
   (imports, model load, ONNX Runtime graph optimization, one image);
 * where the time goes: the vision encoder (with the cross-attention
-  keys/values) against everything else (decoding), from one profiled batch.
+  keys/values) against everything else (decoding), over the timed batches;
+* the machine's 1-minute load average before and after each configuration
+  (other programs running skew everything).
+
+Implementations: ``transformers`` (fp32 ``generate``, the baseline),
+``blipcap-torch`` (fp32), ``onnx-fp32``, ``onnx-int8`` (vision encoder and
+decoder int8) and ``onnx-int8-vision`` (vision encoder int8, decoder fp32).
 
 The ONNX exports of the checkpoint are made once and cached under
 ``.cache/onnx/`` (``blipcap export onnx``, with its verification).
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -34,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine, random_checkpoint, synthetic_images  # noqa: E402
 
-IMPLS = ("transformers", "blipcap-torch", "onnx-fp32", "onnx-int8")
+IMPLS = ("transformers", "blipcap-torch", "onnx-fp32", "onnx-int8", "onnx-int8-vision")
 MODES = {"greedy": 1, "beam3": 3}
 EXPORTS = ROOT / ".cache" / "onnx"
 
@@ -155,15 +162,15 @@ def markdown(rows: list[dict], info: dict) -> str:
         f"{rows[0]['tokens']} new tokens forced.",
         "",
         "| mode | batch | implementation | images/s | vs baseline | peak RSS (MiB) | RSS vs baseline "
-        "| cold start (s) | vision s/batch | decoding s/batch |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| cold start (s) | vision s/batch | decoding s/batch | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['mode']} | {r['batch']} | {r['impl']} | {r['images_per_second']:.3f} "
             f"| {r['speed_ratio']:.2f}x | {r['peak_rss_mib']:.0f} | {r['rss_ratio']:.0%} "
             f"| {r['cold_start_seconds']:.1f} | {r['vision_seconds_per_batch']:.2f} "
-            f"| {r['other_seconds_per_batch']:.2f} |"
+            f"| {r['other_seconds_per_batch']:.2f} | {r['load_average_1min'][0]:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -193,15 +200,19 @@ def main() -> None:
     models = {"transformers": checkpoint, "blipcap-torch": checkpoint}
     if "onnx-fp32" in args.impls:
         models["onnx-fp32"] = ensure_export(checkpoint, None)
-    if "onnx-int8" in args.impls:
-        models["onnx-int8"] = ensure_export(checkpoint, "int8")
+    for quantize in ("int8", "int8-vision"):
+        if f"onnx-{quantize}" in args.impls:
+            models[f"onnx-{quantize}"] = ensure_export(checkpoint, quantize)
     rows = []
     for mode in args.modes:
         for batch in args.batches:
             for impl in args.impls:
+                load_before = os.getloadavg()[0]
                 r = run_worker(
                     [impl, str(models[impl]), mode, str(batch), str(args.tokens), str(args.repeats)]
                 )
+                # Other programs on the machine skew every figure; say how busy it was.
+                r["load_average_1min"] = [load_before, os.getloadavg()[0]]
                 rows.append(r)
                 print(
                     f"{mode:6s} batch {batch:2d} {impl:14s}: {r['images_per_second']:.3f} img/s, "

@@ -196,3 +196,24 @@ def test_int8_export(tiny_checkpoint, tmp_path):
     assert sum(p.stat().st_size for p in out.glob("*.onnx")) < 0.75 * sum(
         p.stat().st_size for p in (tiny_checkpoint).glob("model.safetensors")
     )
+
+
+@pytest.mark.slow
+def test_int8_vision_export_keeps_the_decoder_float32(tiny_checkpoint, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from blipcap import Captioner
+
+    out = tmp_path / "int8-vision"
+    result = _export(
+        ["--model", str(tiny_checkpoint), "--out", str(out), "--quantize", "int8-vision", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / ONNX_MANIFEST).read_text())
+    assert manifest["quantization"] == "int8-vision"
+    assert manifest["exporter"]["quantization"]["decoder"] == "float32"
+    decoder_ops = {n.op_type for n in onnx.load(str(out / "decoder.onnx")).graph.node}
+    assert "MatMulNBits" not in decoder_ops and "MatMul" in decoder_ops
+    vision_ops = {n.op_type for n in onnx.load(str(out / "vision.onnx")).graph.node}
+    assert "MatMulInteger" in vision_ops
+    assert json.loads(result.stdout)["verification"]["logits"]["cosine_min"] > 0.999
+    assert Captioner(str(out)).dtype == "int8"

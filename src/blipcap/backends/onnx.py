@@ -133,12 +133,11 @@ class OnnxBackend:
         self.config = config
         self.manifest = manifest or Manifest.read(self.directory)
         self.manifest.check_files(self.directory, digests)
-        quantized = self.manifest.quantization == "int8"
+        quantized = self.manifest.quantization is not None
         self.dtype_name = "int8" if quantized else "float32"
         if dtype not in ("auto", self.dtype_name):
-            other = "float32" if quantized else "int8"
             fix = (
-                f"export without --quantize for {other}"
+                "export without --quantize for float32"
                 if quantized
                 else "export with --quantize int8 for int8"
             )

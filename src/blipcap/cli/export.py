@@ -55,9 +55,10 @@ export needs only blipcap[onnx].
 )
 @click.option(
     "--quantize",
-    type=click.Choice(["int8"]),
+    type=click.Choice(["int8", "int8-vision"]),
     default=None,
-    help="int8: dynamic int8 vision encoder, weight-only int8 decoder (CPU; files ~3.5x smaller).",
+    help="int8: int8 vision encoder and decoder (CPU; files ~3.5x smaller). "
+    "int8-vision: the vision encoder only, the decoder stays float32 (closer to float32).",
 )
 @click.option(
     "--opset", type=click.IntRange(min=14), default=17, show_default=True, help="ONNX opset."

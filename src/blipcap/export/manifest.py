@@ -17,7 +17,7 @@ FORMAT = "blipcap-onnx"
 FORMAT_VERSION = 1
 VISION_FILE = "vision.onnx"
 DECODER_FILE = "decoder.onnx"
-QUANTIZATIONS = (None, "int8")
+QUANTIZATIONS = (None, "int8", "int8-vision")
 
 # Graph interface (format version 1). Cross-attention keys/values are one
 # input per layer and kind so that no step copies them.

@@ -29,6 +29,7 @@ from .manifest import (
     PAST,
     PIXELS,
     PRESENT,
+    QUANTIZATIONS,
     VISION_FILE,
     Manifest,
     cross_names,
@@ -61,7 +62,7 @@ class ExportReport:
     def summary(self) -> str:
         lines = [f"exported to {self.out} ({self.quantization or 'float32'})"]
         for name, size in sorted(self.files.items()):
-            lines.append(f"  {name:28s} {size / 2**20:10.1f} MiB")
+            lines.append(f"  {name:28s} {_human(size):>10s}")
         v = self.verification
         for check in v.get("decoding", []):
             o = check["options"]
@@ -78,6 +79,14 @@ class ExportReport:
                 f"top-1 agreement {lg['top1_agreement']:.1%}"
             )
         return "\n".join(lines)
+
+
+def _human(size: float) -> str:
+    if size < 1024:
+        return f"{size:.0f} B"
+    if size < 2**20:
+        return f"{size / 1024:.1f} KiB"
+    return f"{size / 2**20:.1f} MiB"
 
 
 def _log(message: str, quiet: bool) -> None:
@@ -98,14 +107,15 @@ def export_onnx(
 ) -> ExportReport:
     """Export ``model`` (hub id or Hugging Face directory) to ``out``; verify; write the manifest.
 
-    ``quantize``: None (float32) or ``"int8"``. A float32 export whose tokens
+    ``quantize``: None (float32), ``"int8"`` (vision encoder and decoder) or
+    ``"int8-vision"`` (vision encoder only, decoder float32). A float32 export whose tokens
     differ from the torch backend's raises :class:`ExportError`.
     """
     torch = require("torch", "export", "ONNX export")
     require("onnx", "export", "ONNX export")
     require("onnxruntime", "export", "verifying the ONNX export")
-    if quantize not in (None, "int8"):
-        raise OptionsError(f"unknown quantization {quantize!r}; the only one is int8")
+    if quantize not in QUANTIZATIONS:
+        raise OptionsError(f"unknown quantization {quantize!r}; choose int8 or int8-vision")
     if opset < MIN_OPSET:
         raise OptionsError(f"opset {opset} is too old; the graphs need opset {MIN_OPSET} or newer")
     out = Path(out).expanduser().absolute()
@@ -144,12 +154,12 @@ def export_onnx(
         graphs = export_graphs(lean, config, work, opset, quiet)
         seconds["export"] = time.perf_counter() - t0
         quant_info = None
-        if quantize == "int8":
+        if quantize is not None:
             from .quantize import quantize_int8
 
             t0 = time.perf_counter()
-            _log("quantizing to int8 ...", quiet)
-            quant_info = quantize_int8(work)
+            _log(f"quantizing ({quantize}) ...", quiet)
+            quant_info = quantize_int8(work, decoder=quantize == "int8")
             seconds["quantize"] = time.perf_counter() - t0
         for name in COPIED_FILES:
             if (files.path / name).is_file():

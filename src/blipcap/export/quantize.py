@@ -1,20 +1,25 @@
-"""int8 for CPUs: dynamic quantization for the vision encoder, weight-only int8 for the decoder.
+"""int8 for CPUs: dynamic int8 for the vision encoder; int8 weights for the decoder.
 
 * Vision encoder (and the cross-attention key/value projections that run on
   its output): every MatMul with a constant weight becomes ONNX Runtime's
   dynamic int8 MatMul - weights int8 per output channel, activations
   quantized to uint8 on the fly per tensor. uint8 x int8 is the combination
   the VNNI (and AMX) dot-product instructions execute natively.
-  Activation-by-activation products (attention scores) stay float32.
-* Decoder: weight-only int8 (``MatMulNBits``, 8 bits, symmetric, blocks of
-  32 along the input dimension) for every projection, the feed-forward layers
-  and the LM head; the word embeddings become an int8 table with one scale
-  per row (ONNX Runtime's quantized Gather takes 4 bits only). Activations stay float32: the OpenVINO BLIP work
-  found full post-training quantization of the decoder loses accuracy, and at
-  one token per step the decoder is bound by reading its weights anyway.
+  Activation-by-activation products (attention scores) stay float32:
+  quantizing them as well measured no faster on a VNNI CPU.
+* Decoder (``int8`` only): every weight - projections, feed-forward layers,
+  LM head - is stored int8 (``MatMulNBits``, 8 bits, symmetric, blocks of 32
+  along the input dimension); the word embeddings become an int8 table with
+  a scale per row (ONNX Runtime's quantized Gather takes 4 bits only). The
+  products run with ``accuracy_level=4``: ONNX Runtime quantizes each block of
+  32 activations to int8 on the fly. This is the only fast 8-bit kernel in
+  ONNX Runtime 1.32: the weight-only levels (0-3, float compute) measured
+  8x slower than the float32 decoder, so a strictly weight-only decoder is
+  not offered. ``int8-vision`` keeps the decoder float32 instead (the
+  OpenVINO BLIP work found the decoder the sensitive half).
 
-The accuracy this costs is measured after export (``blipcap export onnx
---quantize int8`` prints it) and documented in docs/onnx.md.
+What each costs in accuracy and buys in speed is measured in docs/onnx.md;
+every ``blipcap export onnx --quantize ...`` prints its own agreement figures.
 """
 
 from __future__ import annotations
@@ -30,12 +35,12 @@ DECODER_BLOCK = 32
 DECODER_ACCURACY_LEVEL = 4
 
 
-def quantize_int8(directory: Path) -> dict[str, Any]:
-    """Replace the float32 graphs in ``directory`` by their int8 versions; return what was done."""
+def quantize_int8(directory: Path, decoder: bool = True) -> dict[str, Any]:
+    """Replace the float32 graphs in ``directory`` by int8 ones (the decoder too unless ``decoder=False``)."""
     onnx = __import__("onnx")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    vision, decoder = directory / VISION_FILE, directory / DECODER_FILE
+    vision_path, decoder_path = directory / VISION_FILE, directory / DECODER_FILE
     tmp = directory / f"{VISION_FILE}.int8.tmp"
     # onnxruntime.quantization logs advice on the root logger; keep the CLI quiet.
     root = logging.getLogger()
@@ -43,32 +48,32 @@ def quantize_int8(directory: Path) -> dict[str, Any]:
     root.setLevel(logging.ERROR)
     try:
         quantize_dynamic(
-            vision,
+            vision_path,
             tmp,
             op_types_to_quantize=["MatMul"],
             per_channel=True,
             weight_type=QuantType.QInt8,
             extra_options={"MatMulConstBOnly": True},
         )
-        tmp.replace(vision)
+        tmp.replace(vision_path)
+        if decoder:
+            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-        model = onnx.load(str(decoder))
-        gemm_to_matmul(model)
-        quantize_embeddings(model)
-        quantizer = MatMulNBitsQuantizer(
-            model,
-            bits=8,
-            block_size=DECODER_BLOCK,
-            is_symmetric=True,
-            accuracy_level=DECODER_ACCURACY_LEVEL,
-            op_types_to_quantize=("MatMul",),
-        )
-        quantizer.process()
-        model = quantizer.model.model
-        prune(model)
-        onnx.save(model, str(decoder))
+            model = onnx.load(str(decoder_path))
+            gemm_to_matmul(model)
+            quantize_embeddings(model)
+            quantizer = MatMulNBitsQuantizer(
+                model,
+                bits=8,
+                block_size=DECODER_BLOCK,
+                is_symmetric=True,
+                accuracy_level=DECODER_ACCURACY_LEVEL,
+                op_types_to_quantize=("MatMul",),
+            )
+            quantizer.process()
+            model = quantizer.model.model
+            prune(model)
+            onnx.save(model, str(decoder_path))
     except ExportError:
         raise
     except Exception as exc:  # noqa: BLE001 - the quantizers raise assorted errors
@@ -79,8 +84,10 @@ def quantize_int8(directory: Path) -> dict[str, Any]:
     return {
         "vision": "dynamic int8 MatMul (weights int8 per channel, activations uint8 per tensor)",
         "decoder": (
-            f"weight-only int8: MatMulNBits (symmetric, blocks of {DECODER_BLOCK}), "
-            "word embeddings int8 with a scale per row"
+            f"int8 weights: MatMulNBits (symmetric, blocks of {DECODER_BLOCK}, "
+            f"accuracy_level {DECODER_ACCURACY_LEVEL}), word embeddings int8 with a scale per row"
+            if decoder
+            else "float32"
         ),
     }
 
