@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from . import __version__
 from .batching import BatchSizer, auto_batch_size, run_with_backoff
@@ -204,7 +205,7 @@ class Captioner:
                     provenance=provenance,
                 )  # fmt: skip
             else:
-                captions = [self._text(t, opts) for t in out]
+                captions = [self.caption_text(t, opts) for t in out]
                 result = Caption(
                     path=p.label, caption=captions[0], captions=captions, provenance=provenance
                 )
@@ -212,7 +213,8 @@ class Captioner:
                 bar.update(1)
             yield result
 
-    def _text(self, tokens: list[int], opts: CaptionOptions) -> str:
+    def caption_text(self, tokens: list[int], opts: CaptionOptions) -> str:
+        """Generated token ids -> caption text (prompt kept if asked, known artifacts removed)."""
         if opts.prompt and not opts.strip_prompt:
             tokens = self.tokenizer.prompt_ids(opts.prompt)[1:] + tokens
         text = self.tokenizer.decode(tokens)
@@ -224,18 +226,23 @@ class Captioner:
 
     # -- input decoding -----------------------------------------------------------------
 
-    def load(self, source: Any) -> np.ndarray:
-        """Decode one input safely and preprocess it to model pixels (raises InputError)."""
+    def load_rgb(self, source: Any) -> Image.Image:
+        """Decode one input safely (fetching URLs SSRF-safely) to an upright RGB image.
+
+        Raises :class:`~blipcap.errors.InputError` for anything that is not a usable image.
+        """
         if isinstance(source, ImageInput):
-            image = load_input(source, self.limits)
-        elif is_url(source):
+            return load_input(source, self.limits)
+        if is_url(source):
             from .fetch import fetch_url
 
             data = fetch_url(source, max_bytes=self.limits.max_bytes).data
-            image = load_image(data, self.limits, name=source)
-        else:
-            image = load_image(source, self.limits)
-        return self.preprocess(image)
+            return load_image(data, self.limits, name=source)
+        return load_image(source, self.limits)
+
+    def load(self, source: Any) -> np.ndarray:
+        """Decode one input safely and preprocess it to model pixels (raises InputError)."""
+        return self.preprocess(self.load_rgb(source))
 
     def _prepare_one(self, source: Any) -> _Prepared:
         label = _label(source)

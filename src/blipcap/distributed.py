@@ -304,7 +304,7 @@ class CaptionActor:
             tokens = self.pipeline.decode(embeds, ready, self.options)
         else:  # ONNX Runtime: normalized on the CPU, exactly as ImagePreprocessor
             tokens = self.captioner.generate_tokens(self._normalize(pixels), self.options)
-        return [[self.captioner._text(t, self.options) for t in per] for per in tokens]
+        return [[self.captioner.caption_text(t, self.options) for t in per] for per in tokens]
 
     def __call__(self, batch: dict[str, np.ndarray]):
         n = len(batch["path"])

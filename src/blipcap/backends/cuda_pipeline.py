@@ -37,7 +37,7 @@ from PIL import Image
 from ..batching import _release_cached_memory, auto_batch_size, is_out_of_memory, run_with_backoff
 from ..decoding import generate
 from ..errors import BackendError, InputError, OptionsError
-from ..images import ImageInput, _read_source, load_image, load_input
+from ..images import ImageInput, _read_source, load_image
 from ..options import CaptionOptions, resolve_options
 from ..results import Caption, ItemError
 
@@ -98,18 +98,6 @@ def _source_label(source: Any) -> str | None:
         return os.fspath(source)
     name = getattr(source, "filename", None) or getattr(source, "name", None)
     return str(name) if name else None
-
-
-def load_rgb(captioner, source: Any) -> Image.Image:
-    """Decode one input exactly as ``Captioner.load`` does, stopping before preprocessing."""
-    if isinstance(source, ImageInput):
-        return load_input(source, captioner.limits)
-    if isinstance(source, str) and source.lower().startswith(("http://", "https://")):
-        from ..fetch import fetch_url
-
-        data = fetch_url(source, max_bytes=captioner.limits.max_bytes).data
-        return load_image(data, captioner.limits, name=source)
-    return load_image(source, captioner.limits)
 
 
 def _plain_jpeg(data: bytes, limits) -> bool:
@@ -183,7 +171,7 @@ class Pipeline:
                 if data is not None:
                     image = load_image(data, cap.limits, name=label or "<bytes>")
                     return _Item(label, pixels=resize_uint8(image, cap.preprocess))
-            return _Item(label, pixels=resize_uint8(load_rgb(cap, source), cap.preprocess))
+            return _Item(label, pixels=resize_uint8(cap.load_rgb(source), cap.preprocess))
         except (InputError, OSError, ValueError) as exc:
             return _Item(label, error=ItemError.from_exception(exc))
 
@@ -374,7 +362,7 @@ class Pipeline:
                 if isinstance(tokens, Exception):
                     error = ItemError.from_exception(tokens)
                 else:
-                    captions = [self.captioner._text(t, opts) for t in tokens]
+                    captions = [self.captioner.caption_text(t, opts) for t in tokens]
             if error is not None:
                 result = Caption(path=it.label, caption=None, error=error, provenance=provenance)
             else:
