@@ -148,6 +148,15 @@ class Captioner:
     ) -> Iterator[Caption]:
         """Like :meth:`caption`, but lazy: results are yielded as their batch finishes."""
         opts = resolve_options(options, preset, **overrides)
+        if getattr(self.backend, "fast_path", None) is not None:
+            # CUDA: the overlapped pipeline (pinned copies, encoder of the next batch
+            # running while this one decodes) gives the same records in the same order.
+            from .backends.cuda_pipeline import caption_stream
+
+            yield from caption_stream(
+                self, images, options=opts, batch_size=batch_size, progress=progress
+            )
+            return
         size = self.batch_size_for(opts, batch_size)
         sizer = BatchSizer(size)  # lowered for the rest of the run after an out-of-memory error
         provenance = self.provenance_for(opts)
