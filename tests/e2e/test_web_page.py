@@ -147,6 +147,7 @@ def wait_done(pg, n=1):
 
 
 def axe_violations(pg):
+    assert AXE.exists(), f"{AXE} is missing: run scripts/system-deps.sh (npm ci in tests/e2e)"
     pg.add_script_tag(path=str(AXE))
     result = pg.evaluate("async () => JSON.stringify((await axe.run(document)).violations)")
     return [(v["id"], v["help"], [n["target"] for n in v["nodes"]]) for v in json.loads(result)]
