@@ -62,6 +62,8 @@ class OcrResult:
     engine: str = "rapidocr"
     width: int = 0
     height: int = 0
+    rotation: int = 0
+    """0, or 180 for a page read upside down: the boxes then refer to the image turned 180°."""
 
     @property
     def has_text(self) -> bool:
@@ -73,6 +75,7 @@ class OcrResult:
             "engine": self.engine,
             "width": self.width,
             "height": self.height,
+            "rotation": self.rotation,
             "lines": [
                 {"text": ln.text, "box": list(ln.box), "confidence": round(ln.confidence, 4)}
                 for ln in self.lines
@@ -89,6 +92,7 @@ class RapidOcrEngine:
     Detection runs on the page scaled to at most 2000 px (RapidOCR's default);
     each detected line is then cut from the *full-resolution* image and
     enlarged so that it is at least 48 px high - the recognizer's input height.
+    A line the angle classifier calls upside down is read both ways.
     Left to RapidOCR, lines are cut from the scaled page and stretched up with
     bilinear interpolation, which blurs the gaps between words away
     ("Invoicenumber4521").
@@ -105,18 +109,39 @@ class RapidOcrEngine:
         self._ocr = module.RapidOCR(det_score_mode="slow")
         self._lock = threading.Lock()  # the engine keeps per-call state: one call at a time
 
-    def recognize(self, image: Image.Image) -> list[OcrLine]:
+    def recognize(self, image: Image.Image) -> tuple[list[OcrLine], int]:
+        """Lines (boxes in the image's pixels) and the rotation they refer to: 180 when most
+        lines read better turned round - an upside-down page, read again turned upright."""
+        lines, turned = self._read(image)
+        if len(lines) >= 2 and turned > len(lines) / 2:
+            upright, turned_again = self._read(image.rotate(180))
+            if turned_again < len(upright) / 2:
+                return upright, 180
+        return lines, 0
+
+    def _read(self, image: Image.Image) -> tuple[list[OcrLine], int]:
         import numpy as np
 
         bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+        turned_count = 0
         with self._lock:
             boxes, _ = self._ocr(bgr, use_det=True, use_cls=False, use_rec=False)
             if not boxes:
-                return []
+                return [], 0
             quads = [np.asarray(b, dtype=np.float32).reshape(4, 2) for b in boxes]
             crops = [self._crop(bgr, q) for q in quads]
-            crops, _, _ = self._ocr.text_cls(crops)  # turns upside-down lines round
-            texts, _ = self._ocr.text_rec(crops)
+            texts = self._recognize_lines(crops)
+            # The angle classifier squeezes a line into 192 px, so long lines are often
+            # called upside down when they are not: read a line both ways when it says so,
+            # and keep the reading the recognizer is surer of.
+            turned, verdicts, _ = self._ocr.text_cls(crops)
+            flagged = [i for i, (label, _) in enumerate(verdicts) if label == "180"]
+            if flagged:
+                again = self._recognize_lines([turned[i] for i in flagged])
+                for i, reading in zip(flagged, again, strict=True):
+                    if reading[1] > texts[i][1]:
+                        texts[i] = reading
+                        turned_count += 1
         lines = []
         for quad, (text, score) in zip(quads, texts, strict=True):
             box = (
@@ -127,7 +152,11 @@ class RapidOcrEngine:
             )
             if text.strip():
                 lines.append(OcrLine(" ".join(text.split()), box, float(score)))
-        return lines
+        return lines, turned_count
+
+    def _recognize_lines(self, crops: list[Any]) -> list[tuple[str, float]]:
+        results, _ = self._ocr.text_rec(crops)
+        return [(text, float(score)) for text, score in results]
 
     def _crop(self, bgr: Any, quad: Any) -> Any:
         import cv2
@@ -163,7 +192,7 @@ class TesseractEngine:
         self.lang = lang
         self.timeout = timeout
 
-    def recognize(self, image: Image.Image) -> list[OcrLine]:
+    def recognize(self, image: Image.Image) -> tuple[list[OcrLine], int]:
         buf = io.BytesIO()
         image.convert("RGB").save(buf, format="PNG")
         # --psm 3: automatic page layout. Sauvola binarization (thresholding_method=2)
@@ -186,7 +215,7 @@ class TesseractEngine:
                 f"tesseract failed: {detail[-1] if detail else proc.returncode}. "
                 f"Is the language pack installed? (apt-get install tesseract-ocr-{self.lang})"
             )
-        return parse_tesseract_tsv(proc.stdout.decode("utf-8", errors="replace"))
+        return parse_tesseract_tsv(proc.stdout.decode("utf-8", errors="replace")), 0
 
 
 def parse_tesseract_tsv(tsv: str) -> list[OcrLine]:
@@ -237,7 +266,8 @@ def ocr_image(
     confidence is below ``min_confidence`` are dropped.
     """
     ocr = get_ocr_engine(engine, lang if engine == "tesseract" else "eng")
-    lines = [ln for ln in ocr.recognize(image) if ln.confidence >= min_confidence]
+    found, rotation = ocr.recognize(image)
+    lines = [ln for ln in found if ln.confidence >= min_confidence]
     if engine == "rapidocr":  # Tesseract does its own page-layout analysis
         lines = reading_order(lines)
     return OcrResult(
@@ -246,6 +276,7 @@ def ocr_image(
         engine=ocr.name,
         width=image.width,
         height=image.height,
+        rotation=rotation,
     )
 
 

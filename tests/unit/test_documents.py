@@ -107,6 +107,7 @@ def test_ocr_result_to_dict():
         "engine": "rapidocr",
         "width": 10,
         "height": 20,
+        "rotation": 0,
         "lines": [{"text": "Hi", "box": [1, 2, 3, 4], "confidence": 0.9}],
     }
 
