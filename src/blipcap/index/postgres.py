@@ -43,6 +43,9 @@ class PostgresStore(Store):
                 f"cannot connect to {_redact(url)}: {str(exc).strip()}. Check the URL, that the server "
                 "is running, and the credentials (or ~/.pgpass)."
             ) from None
+        # psycopg prepares statements it runs often, and PostgreSQL may then use a generic
+        # plan, which cannot see that a LIKE prefix or a date bound is selective.
+        self.conn.execute("SET plan_cache_mode = force_custom_plan")
         self._migrate()
 
     def close(self) -> None:
