@@ -89,14 +89,19 @@ def fill(store):
 def test_migrations_recorded_wal_and_reopen(tmp_path):
     path = tmp_path / "index.db"
     with open_store(path) as s:
-        assert s.schema_version() == 3
+        assert s.schema_version() == 4
         assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert s.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 60000
     with open_store(path) as s:  # reopening applies nothing twice
         rows = s.conn.execute(
             "SELECT number, name FROM _blipcap_migrations ORDER BY number"
         ).fetchall()
-        assert rows == [(1, "create_tables"), (2, "full_text_search"), (3, "change_counter")]
+        assert rows == [
+            (1, "create_tables"),
+            (2, "full_text_search"),
+            (3, "change_counter"),
+            (4, "ocr_substrings"),
+        ]
 
 
 def test_refuses_a_newer_schema_and_a_missing_index(tmp_path):
@@ -255,3 +260,25 @@ def test_date_key():
     assert date_key("2021-07-04T23:59:59.999999") == 20210704235959
     assert date_key("2021-07-04") == 20210704000000
     assert date_key(None) == date_key("") == -1
+
+
+def test_words_run_together_by_ocr_are_found_as_substrings(store):
+    fill(store)
+    store.write(
+        WriteBatch(
+            images=[record("d" * 64, "a sign on a wall", ocr="PARKINGPERMIT zone B4 expires 2024")],
+            links=[PathRecord("/photos/sign.jpg", "d" * 64, 10, 1)],
+        )
+    )
+    hits = store.search("permit", embedder=WordEmbedder(), mode="text")
+    assert [h.path for h in hits] == ["/photos/sign.jpg"]
+    assert hits[0].snippet == "PARKING[PERMIT] zone B4 expires 2024"
+    # Whole-word matches rank before substring ones.
+    both = store.search("invoice permit", embedder=WordEmbedder(), mode="text")
+    assert [h.path for h in both] == ["/scans/invoice.png", "/photos/sign.jpg"]
+    assert (
+        store.search(
+            "permit", embedder=WordEmbedder(), mode="text", filters=SearchFilters(has_text=False)
+        )
+        == []
+    )

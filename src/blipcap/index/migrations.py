@@ -92,6 +92,28 @@ SQLITE: list[tuple[int, str, str]] = [
         INSERT INTO meta(key, value) VALUES ('database_id', abs(random()));
         """,
     ),
+    (
+        4,
+        "ocr_substrings",
+        # OCR often runs words together ("Invoicenumber4521") and people search for
+        # parts of codes and names: a trigram index over the OCR text finds substrings.
+        """
+        CREATE VIRTUAL TABLE ocr_trigram USING fts5(
+            ocr_text, content='images', content_rowid='id', tokenize='trigram'
+        );
+        INSERT INTO ocr_trigram(ocr_trigram) VALUES ('rebuild');
+        CREATE TRIGGER ocr_trigram_insert AFTER INSERT ON images BEGIN
+            INSERT INTO ocr_trigram(rowid, ocr_text) VALUES (new.id, new.ocr_text);
+        END;
+        CREATE TRIGGER ocr_trigram_delete AFTER DELETE ON images BEGIN
+            INSERT INTO ocr_trigram(ocr_trigram, rowid, ocr_text) VALUES ('delete', old.id, old.ocr_text);
+        END;
+        CREATE TRIGGER ocr_trigram_update AFTER UPDATE OF ocr_text ON images BEGIN
+            INSERT INTO ocr_trigram(ocr_trigram, rowid, ocr_text) VALUES ('delete', old.id, old.ocr_text);
+            INSERT INTO ocr_trigram(rowid, ocr_text) VALUES (new.id, new.ocr_text);
+        END;
+        """,
+    ),
 ]
 
 # ------------------------------------------------------------------ PostgreSQL

@@ -342,29 +342,49 @@ class SQLiteStore(Store):
     def text_search(
         self, query: str, filters: SearchFilters, limit: int
     ) -> list[tuple[str, float]]:
+        """Whole words (BM25 over caption, description and OCR text) first, then OCR text
+        that contains a query word inside a longer run of characters (trigrams)."""
         match = fts_match(query)
         if match is None:
             return []
         with self._lock:
             cols = self._columns()
             mask = self._mask(cols, filters)
-            # The FTS index alone (no join): with filters, rank every match, then keep those that pass.
-            sql = "SELECT rowid, bm25(images_fts, 2.0, 2.0, 1.0) AS score FROM images_fts WHERE images_fts MATCH ? ORDER BY score"
-            rows = self.conn.execute(
-                sql if mask is not None else sql + " LIMIT ?",
-                [match] if mask is not None else [match, limit],
-            ).fetchall()
-            if mask is not None and rows:
-                rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                pos = np.clip(np.searchsorted(cols.ids, rowids), 0, len(cols.ids) - 1)
-                keep = np.flatnonzero((cols.ids[pos] == rowids) & mask[pos])[:limit]
-                rows = [rows[i] for i in keep.tolist()]
+            rows = self._ranked(
+                "SELECT rowid, bm25(images_fts, 2.0, 2.0, 1.0) AS score FROM images_fts "
+                "WHERE images_fts MATCH ? ORDER BY score",
+                match, cols, mask, limit,
+            )  # fmt: skip
+            substrings = [t for t in query_terms(query) if len(t) >= 3]  # trigrams need 3
+            if len(rows) < limit and substrings:
+                seen = {r[0] for r in rows}
+                more = self._ranked(
+                    "SELECT rowid, bm25(ocr_trigram) AS score FROM ocr_trigram "
+                    "WHERE ocr_trigram MATCH ? ORDER BY score",
+                    " OR ".join(f'"{t}"' for t in substrings), cols, mask, limit + len(seen),
+                )  # fmt: skip
+                rows += [r for r in more if r[0] not in seen][: limit - len(rows)]
             if not rows:
                 return []
             sha = self._hashes([r[0] for r in rows])
         return [
             (sha[rowid], -score) for rowid, score in rows if rowid in sha
-        ]  # bm25() is lower-is-better
+        ]  # bm25: lower is better
+
+    def _ranked(
+        self, sql: str, match: str, cols: _Columns, mask: np.ndarray | None, limit: int
+    ) -> list:
+        """Rows of an FTS query, best first. With filters every match is ranked (from the FTS
+        index alone, no join) and those that pass are kept."""
+        if mask is None:
+            return self.conn.execute(sql + " LIMIT ?", [match, limit]).fetchall()
+        rows = self.conn.execute(sql, [match]).fetchall()
+        if not rows:
+            return []
+        rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        pos = np.clip(np.searchsorted(cols.ids, rowids), 0, len(cols.ids) - 1)
+        keep = np.flatnonzero((cols.ids[pos] == rowids) & mask[pos])[:limit]
+        return [rows[i] for i in keep.tolist()]
 
     def semantic_search(
         self, vector: np.ndarray, filters: SearchFilters, limit: int, min_similarity: float
@@ -414,7 +434,7 @@ class SQLiteStore(Store):
                 out[sha] = {
                     "caption": caption,
                     "paths": paths,
-                    "snippet": fallback_snippet(caption, ocr),
+                    "snippet": highlight(ocr, query) or fallback_snippet(caption, ocr),
                     "has_text": bool(has_text),
                     "date": date,
                     "camera": camera,
@@ -449,6 +469,33 @@ def date_key(iso: str | None) -> int:
         return -1
     digits = "".join(ch for ch in iso[:19] if ch.isdigit())
     return int(digits.ljust(14, "0")[:14]) if digits else -1
+
+
+def highlight(text: str, query: str, width: int = 160) -> str:
+    """The part of ``text`` around the first query word found inside it (also inside a
+    longer word), with every found word in brackets; '' when none is found."""
+    flat = " ".join((text or "").split())
+    lower = flat.lower()
+    spans = []
+    for term in (t for t in query_terms(query) if len(t) >= 3):
+        start = lower.find(term)
+        while start != -1:
+            spans.append((start, start + len(term)))
+            start = lower.find(term, start + len(term))
+    if not spans:
+        return ""
+    spans.sort()
+    first = spans[0][0]
+    lo = max(0, first - width // 3)
+    hi = min(len(flat), lo + width)
+    out, at = [], lo
+    for a, b in spans:
+        if a < at or b > hi:
+            continue
+        out += [flat[at:a], "[", flat[a:b], "]"]
+        at = b
+    out.append(flat[at:hi])
+    return ("…" if lo > 0 else "") + "".join(out) + ("…" if hi < len(flat) else "")
 
 
 def fts_match(query: str) -> str | None:
