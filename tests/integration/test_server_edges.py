@@ -424,3 +424,19 @@ def test_model_that_cannot_load_keeps_readyz_503_with_the_reason(tmp_path):
         assert r.status_code == 503 and r.json()["detail"].startswith("the model failed to load")
     finally:
         srv.close()
+
+
+def test_requests_in_the_server_at_once_are_bounded(captioner):
+    from blipcap.server.app import ServerState
+    from blipcap.server.batcher import QueueFullError
+
+    state = ServerState(
+        ServerConfig(max_queue=2, max_batch_size=1, max_images_per_request=2), captioner
+    )
+    state.status = "ready"
+    with state.admit("ip:a"), state.admit("ip:b"), state.admit("ip:c"):
+        assert state.in_flight == 3
+        with pytest.raises(QueueFullError, match=r"the server is full \(3 requests in progress\)"):
+            with state.admit("ip:d"):
+                pass
+    assert state.in_flight == 0

@@ -74,6 +74,7 @@ class ServerState:
         self.status = "starting"
         self.load_error: str | None = None
         self.draining = False
+        self.in_flight = 0
         self.metrics = Metrics()
         self.api_keys = ApiKeys(config.api_keys)
         self.limiter = ClientLimiter(config.max_client_requests)
@@ -111,6 +112,29 @@ class ServerState:
                 )
             return client
         return "ip:" + (request.client.host if request.client else "unknown")
+
+    @contextlib.contextmanager
+    def admit(self, client: str):
+        """Hold a place for one request from arrival to answer, or refuse it now.
+
+        Besides the image queue, the number of requests in the server at once
+        (reading, decoding, queued, in the model) is bounded by ``max_queue +
+        max_batch_size``: a request let in can only find that many ahead of
+        it, so its wait is bounded too; the rest get 503 at once.
+        """
+        with self.limiter.hold(client):
+            self.check_accepting()
+            limit = self.config.max_queue + self.config.max_batch_size
+            if self.in_flight >= limit:
+                raise QueueFullError(
+                    f"the server is full ({self.in_flight} requests in progress); retry later",
+                    self.batcher.retry_after(),
+                )
+            self.in_flight += 1
+            try:
+                yield
+            finally:
+                self.in_flight -= 1
 
     def check_accepting(self) -> None:
         if self.draining:
@@ -463,8 +487,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         succeed, the failed ones are records with an ``error``.
         """
         client = state.client_of(request)
-        with state.limiter.hold(client):
-            state.check_accepting()
+        with state.admit(client):
             deadline = time.monotonic() + config.request_timeout
             # From here until its images are queued, this request is on its way: a batch
             # may wait a little for it (see plan_batch).
@@ -488,8 +511,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         samples that many captions and ranks them; ``variants[0]`` is the best.
         """
         client = state.client_of(request)
-        with state.limiter.hold(client):
-            state.check_accepting()
+        with state.admit(client):
             deadline = time.monotonic() + config.request_timeout
             with state.batcher.expecting(1):
                 parsed = await parse_request(request, config, schemas.SocialRequest, {"platforms"})

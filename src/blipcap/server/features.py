@@ -132,8 +132,7 @@ def _install_alt_text(app: FastAPI, state: Any) -> None:
         JSON ``images``): one alt text per image.
         """
         client = state.client_of(request)
-        with state.limiter.hold(client):
-            state.check_accepting()
+        with state.admit(client):
             deadline = time.monotonic() + config.request_timeout
             parsed = await parse_request(request, config, AltTextRequest, set())
             max_chars = _int_field(parsed.fields.get("max_chars", 150), "max_chars", 20, 1000)
@@ -266,8 +265,7 @@ def _install_documents(app: FastAPI, state: Any, default_engine: str) -> None:
         """OCR text (reading order) and a description for one image or PDF (up to 20 pages)."""
         nonlocal waiting
         client = state.client_of(request)
-        with state.limiter.hold(client):
-            state.check_accepting()
+        with state.admit(client):
             deadline = time.monotonic() + config.request_timeout
             parsed = await parse_request(request, config, DocumentJson, set())
             if len(parsed.inputs) != 1:
