@@ -24,10 +24,16 @@ demo: setup
 	$(PY) scripts/sample_photos.py examples/photos
 	$(VENV)/bin/blipcap caption examples/photos --format jsonl
 
-## Everything the tests need, then the whole suite.
+## Everything the tests need, then the whole suite. Each folder runs in its own
+## process: the integration tests load torch, ONNX Runtime, OpenCV, Ray and
+## PostgreSQL clients into one process, and a fresh process per suite keeps
+## them from sharing native state. Exit 5 (no test collected) is not a failure.
 test: setup system-deps
-	# exit 5 means no test was collected (e.g. a filtered run): not a failure
-	$(PY) -m pytest -q -ra || [ $$? -eq 5 ]
+	@status=0; for suite in tests/unit tests/integration tests/e2e; do \
+	  echo "== $$suite"; \
+	  $(PY) -m pytest -q -ra $$suite; rc=$$?; \
+	  if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then status=$$rc; fi; \
+	done; exit $$status
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
