@@ -83,7 +83,10 @@ class SQLiteStore(Store):
     # ------------------------------------------------------------------ plumbing
 
     def close(self) -> None:
-        self.conn.close()
+        # Under the lock: a search thread may still be using the connection, and
+        # closing a SQLite connection in use by another thread crashes the process.
+        with self._lock:
+            self.conn.close()
 
     def _migrate(self) -> None:
         with self._write():

@@ -231,15 +231,19 @@ class Store(ABC):
                 pending = _SEARCH_POOL.submit(self.text_search, query, filters, depth)
             else:
                 text_hits = self.text_search(query, filters, depth)
-        if mode in ("hybrid", "semantic") and query.strip():
-            if embedder is None:
-                from .embeddings import get_embedder
+        try:
+            if mode in ("hybrid", "semantic") and query.strip():
+                if embedder is None:
+                    from .embeddings import get_embedder
 
-                embedder = get_embedder()
-            vector = embedder.embed_one(query)
-            semantic_hits = self.semantic_search(vector, filters, depth, min_similarity)
-        if pending is not None:
-            text_hits = pending.result()
+                    embedder = get_embedder()
+                vector = embedder.embed_one(query)
+                semantic_hits = self.semantic_search(vector, filters, depth, min_similarity)
+        finally:
+            # Always join the text search, even when the semantic half failed: the
+            # store must not be closed while the other thread still uses it.
+            if pending is not None:
+                text_hits = pending.result()
         fused = rrf_fuse([[h for h, _ in text_hits], [h for h, _ in semantic_hits]])[:limit]
         details = self.hit_details([h for h, _ in fused], query, filters)
         text_rank = {h: i + 1 for i, (h, _) in enumerate(text_hits)}
