@@ -9,11 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.conftest import checkpoint
 
 from blipcap import hub
 from blipcap.errors import ModelLoadError, ModelNotFoundError, OptionsError
 from blipcap.hub import DEFAULT_MODEL, load_json, resolve_model
+from tests.conftest import checkpoint
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TINY_FILES = {
