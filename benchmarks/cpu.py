@@ -12,8 +12,10 @@ peak RSS is its own; each reports
   (imports, model load, ONNX Runtime graph optimization, one image);
 * where the time goes: the vision encoder (with the cross-attention
   keys/values) against everything else (decoding), over the timed batches;
-* the machine's 1-minute load average before and after each configuration
-  (other programs running skew everything).
+* how much CPU other programs used during the run (busy time of the whole
+  machine minus the worker's own, in cores). Each configuration waits for a
+  quiet machine and is re-run (``--attempts``) when others used more than
+  ``--tolerance`` cores; the cleanest run is kept.
 
 Implementations: ``transformers`` (fp32 ``generate``, the baseline),
 ``blipcap-torch`` (fp32), ``onnx-fp32``, ``onnx-int8`` (vision encoder and
@@ -143,15 +145,61 @@ def ensure_export(checkpoint: Path, quantize: str | None) -> Path:
     return out
 
 
-def run_worker(args: list[str]) -> dict:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker", *args, repr(time.time())],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {args} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.15, sample: float = 5.0) -> float:
+    """Wait until other programs use under ``threshold`` cores; return the last sample."""
+    deadline = time.time() + max_wait
+    while True:
+        before = busy_cpu_seconds()
+        time.sleep(sample)
+        used = (busy_cpu_seconds() - before) / sample
+        if used < threshold or time.time() > deadline:
+            return used
+        print(f"  machine busy ({used:.2f} cores in use by others); waiting", file=sys.stderr)
+
+
+def run_worker(args: list[str], attempts: int, max_wait: float, tolerance: float) -> dict:
+    """Run one configuration in a fresh process; retry when other programs competed for the CPU.
+
+    "others" is the machine's busy CPU time during the run minus the worker's own,
+    in cores: a figure measured while others used more than ``tolerance`` cores is
+    retried (up to ``attempts`` times) and, if none was clean, the cleanest is kept.
+    """
+    import resource
+
+    best = None
+    for _ in range(attempts):
+        wait_for_quiet(max_wait)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        busy, t0 = busy_cpu_seconds(), time.time()
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", *args, repr(time.time())],
+            capture_output=True,
+            text=True,
+        )
+        wall = time.time() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        own = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
+        if proc.returncode != 0:
+            raise RuntimeError(f"worker {args} failed:\n{proc.stderr[-3000:]}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result["others_cores"] = max(0.0, (busy_cpu_seconds() - busy - own) / wall)
+        if best is None or result["others_cores"] < best["others_cores"]:
+            best = result
+        if result["others_cores"] <= tolerance:
+            break
+        print(
+            f"  {result['others_cores']:.2f} cores used by others during the run; retrying",
+            file=sys.stderr,
+        )
+    return best
 
 
 def markdown(rows: list[dict], info: dict) -> str:
@@ -162,7 +210,7 @@ def markdown(rows: list[dict], info: dict) -> str:
         f"{rows[0]['tokens']} new tokens forced.",
         "",
         "| mode | batch | implementation | images/s | vs baseline | peak RSS (MiB) | RSS vs baseline "
-        "| cold start (s) | vision s/batch | decoding s/batch | load avg |",
+        "| cold start (s) | vision s/batch | decoding s/batch | others (cores) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -170,7 +218,7 @@ def markdown(rows: list[dict], info: dict) -> str:
             f"| {r['mode']} | {r['batch']} | {r['impl']} | {r['images_per_second']:.3f} "
             f"| {r['speed_ratio']:.2f}x | {r['peak_rss_mib']:.0f} | {r['rss_ratio']:.0%} "
             f"| {r['cold_start_seconds']:.1f} | {r['vision_seconds_per_batch']:.2f} "
-            f"| {r['other_seconds_per_batch']:.2f} | {r['load_average_1min'][0]:.1f} |"
+            f"| {r['other_seconds_per_batch']:.2f} | {r['others_cores']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -185,6 +233,18 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--tokens", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument(
+        "--attempts",
+        type=int,
+        default=3,
+        help="Runs per configuration at most, when others compete.",
+    )
+    ap.add_argument(
+        "--max-wait", type=float, default=600, help="Seconds to wait for a quiet machine."
+    )
+    ap.add_argument(
+        "--tolerance", type=float, default=0.2, help="Cores others may use during a run."
+    )
     ap.add_argument(
         "--out", type=Path, default=None, help="JSON path [benchmarks/results/cpu-<host>.json]"
     )
@@ -207,12 +267,10 @@ def main() -> None:
     for mode in args.modes:
         for batch in args.batches:
             for impl in args.impls:
-                load_before = os.getloadavg()[0]
                 r = run_worker(
-                    [impl, str(models[impl]), mode, str(batch), str(args.tokens), str(args.repeats)]
-                )
-                # Other programs on the machine skew every figure; say how busy it was.
-                r["load_average_1min"] = [load_before, os.getloadavg()[0]]
+                    [impl, str(models[impl]), mode, str(batch), str(args.tokens), str(args.repeats)],
+                    args.attempts, args.max_wait, args.tolerance,
+                )  # fmt: skip
                 rows.append(r)
                 print(
                     f"{mode:6s} batch {batch:2d} {impl:14s}: {r['images_per_second']:.3f} img/s, "

@@ -51,18 +51,11 @@ def captioning_params(checkpoint: Path) -> int:
     )
 
 
-def rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        import os
-
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def worker(shape: str, backend: str, model: str) -> list[dict]:
     import numpy as np
 
     from blipcap import Captioner
-    from blipcap.batching import PeakMeter, activation_bytes, estimate_per_image
+    from blipcap.batching import PeakMeter, estimate_per_image
     from blipcap.export.verify import synthetic_images
 
     if backend == "torch":
@@ -70,7 +63,6 @@ def worker(shape: str, backend: str, model: str) -> list[dict]:
     else:
         cap = Captioner(model, backend="onnx", device="cpu")
     size = cap.preprocess.size[0]
-    loaded = rss_mib()
     settings = sorted(
         ((b, k, n) for b in BATCHES for k in BEAMS for n in LENGTHS),
         key=lambda s: estimate_per_image(cap.config, s[1], s[2] + 1)["total"] * s[0],
@@ -84,15 +76,10 @@ def worker(shape: str, backend: str, model: str) -> list[dict]:
         with PeakMeter("cpu") as meter:
             tokens = cap.generate_tokens(pixels, CaptionOptions(**opts))
         assert all(len(t[0]) == new for t in tokens)
-        per_image = estimate_per_image(
-            cap.config, beams, new + 1, activation_bytes(cap.dtype), cap.backend.name
-        )["total"]
         rows.append(
             {
                 "shape": shape, "backend": backend, "dtype": cap.dtype, "batch": batch,
-                "beams": beams, "new_tokens": new, "rss_after_load_mib": loaded,
-                "peak_mib": meter.peak / 2**20,
-                "predicted_mib": loaded + batch * per_image / 2**20,
+                "beams": beams, "new_tokens": new, "peak_mib": meter.peak / 2**20,
             }
         )  # fmt: skip
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
@@ -131,7 +118,17 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["torch", "onnx-int8"])
     ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--render", type=Path, default=None, help="Re-render the tables of a results JSON."
+    )
     args = ap.parse_args()
+    if args.render:
+        data = json.loads(args.render.read_text())
+        shapes = sorted({r["shape"] for r in data["cpu_measured"]}, key=lambda s: s != "large")
+        write(
+            data["cpu_measured"], shapes, data["machine"], args.out or args.render, data.get("date")
+        )
+        return
     if args.worker:
         print(json.dumps(worker(*args.worker)))
         return
@@ -150,42 +147,108 @@ def main() -> None:
             if proc.returncode != 0:
                 raise RuntimeError(proc.stderr[-3000:])
             cpu += json.loads(proc.stdout.strip().splitlines()[-1])
-    gpu = [row for shape in args.shapes for row in gpu_rows(shape)]
-    info = machine()
+    write(cpu, args.shapes, machine(), args.out)
+
+
+def per_image_rows(cpu: list[dict]) -> list[dict]:
+    """Measured per-image cost (slope from batch 1 to 8) next to the formula's, per setting."""
+    from blipcap.batching import estimate_per_image
+    from blipcap.hub import load_json
+    from blipcap.model.config import BlipConfig
+
+    out = []
+    keys = sorted(
+        {(r["shape"], r["backend"], r["beams"], r["new_tokens"]) for r in cpu},
+        key=lambda k: (k[0] != "large", k[1] != "torch", k[2], k[3]),
+    )
+    for shape, backend, beams, new in keys:
+        peaks = {
+            r["batch"]: r["peak_mib"]
+            for r in cpu
+            if (r["shape"], r["backend"], r["beams"], r["new_tokens"])
+            == (shape, backend, beams, new)
+        }
+        lo, hi = min(peaks), max(peaks)
+        config = BlipConfig.from_dict(load_json(random_checkpoint(shape) / "config.json"))
+        kind = "onnx" if backend.startswith("onnx") else "torch"
+        formula = estimate_per_image(config, beams, new + 1, 4, kind)["total"] / 2**20
+        measured = (peaks[hi] - peaks[lo]) / (hi - lo)
+        out.append(
+            {
+                "shape": shape, "backend": backend, "beams": beams, "new_tokens": new,
+                "measured_mib": measured, "formula_mib": formula,
+            }
+        )  # fmt: skip
+    return out
+
+
+def write(
+    cpu: list[dict], shapes: list[str], info: dict, out: Path | None, date: str | None = None
+) -> None:
+    gpu = [row for shape in shapes for row in gpu_rows(shape)]
+    settings = sorted({(r["batch"], r["beams"], r["new_tokens"]) for r in cpu})
+    label = {(1, 1): "greedy", (1, 3): "beam 3"}
+    head = " | ".join(
+        f"B={b} {'greedy' if k == 1 else f'beam {k}'} {n} tok" for b, k, n in settings
+    )
     lines = [
         f"CPU, measured ({info.get('cpu', '?')}, {info.get('cpus')} cores): peak resident memory "
-        "of the process in MiB, with the memory model's prediction in brackets.",
+        "of the process (MiB), weights and runtime included; B = batch, tok = new tokens.",
         "",
-        "| model | backend | batch | beams | new tokens | peak RSS (MiB) | predicted (MiB) |",
-        "|---|---|---|---|---|---|---|",
+        f"| model | backend | {head} |",
+        "|---|---|" + "---|" * len(settings),
     ]
-    for r in sorted(
-        cpu, key=lambda r: (r["shape"], r["backend"], r["batch"], r["beams"], r["new_tokens"])
-    ):
-        lines.append(
-            f"| {r['shape']} | {r['backend']} {r['dtype']} | {r['batch']} | {r['beams']} "
-            f"| {r['new_tokens']} | {r['peak_mib']:.0f} | {r['predicted_mib']:.0f} |"
-        )
+    groups = sorted(
+        {(r["shape"], r["backend"], r["dtype"]) for r in cpu}, key=lambda g: (g[0] != "large", g[1])
+    )
+    for shape, backend, _dtype in groups:
+        cells = []
+        for b, k, n in settings:
+            row = next(
+                r for r in cpu
+                if (r["shape"], r["backend"], r["batch"], r["beams"], r["new_tokens"]) == (shape, backend, b, k, n)
+            )  # fmt: skip
+            cells.append(f"{row['peak_mib']:.0f}")
+        name = "torch fp32" if backend == "torch" else f"{backend.replace('-', ' ')}"
+        lines.append(f"| {shape} | {name} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"GPU, computed (not measured): bf16 weights + {CUDA_CONTEXT_MIB} MiB CUDA context + batch x "
-        "per-image cost, in MiB.",
+        "Per image (MiB): measured slope from batch 1 to batch 8, and the memory model's formula.",
         "",
-        "| model | batch | beams | new tokens | computed peak (MiB) |",
-        "|---|---|---|---|---|",
+        "| model | backend | beams | new tokens | measured | formula |",
+        "|---|---|---|---|---|---|",
     ]
-    for r in gpu:
+    for r in per_image_rows(cpu):
         lines.append(
-            f"| {r['shape']} | {r['batch']} | {r['beams']} | {r['new_tokens']} | {r['computed_mib']:.0f} |"
+            f"| {r['shape']} | {r['backend']} | {r['beams']} | {r['new_tokens']} "
+            f"| {r['measured_mib']:.0f} | {r['formula_mib']:.0f} |"
         )
+    gpu_settings = sorted({(r["beams"], r["new_tokens"]) for r in gpu})
+    lines += [
+        "",
+        f"GPU, computed (not measured): bf16 weights + {CUDA_CONTEXT_MIB} MiB CUDA context + batch "
+        "x the formula's per-image cost (MiB).",
+        "",
+        "| model | batch | "
+        + " | ".join(f"{label.get((1, k), f'beam {k}')} {n} tok" for k, n in gpu_settings)
+        + " |",
+        "|---|---|" + "---|" * len(gpu_settings),
+    ]
+    for shape in shapes:
+        for batch in GPU_BATCHES:
+            cells = [
+                f"{next(r for r in gpu if (r['shape'], r['batch'], r['beams'], r['new_tokens']) == (shape, batch, k, n))['computed_mib']:.0f}"
+                for k, n in gpu_settings
+            ]
+            lines.append(f"| {shape} | {batch} | " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
-    out = args.out or ROOT / "benchmarks" / "results" / f"memory-{socket.gethostname()}.json"
+    out = out or ROOT / "benchmarks" / "results" / f"memory-{socket.gethostname()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
             {
                 "benchmark": "memory",
-                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "date": date or datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "machine": info,
                 "cpu_measured": cpu,
                 "gpu_computed": gpu,

@@ -95,7 +95,8 @@ class OnnxSession:
     def step(self, input_ids) -> np.ndarray:
         backend = self.backend
         binding = backend.decoder.io_binding()
-        binding.bind_cpu_input(INPUT_IDS, np.ascontiguousarray(input_ids, dtype=np.int64))
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64)  # referenced until the run ends
+        binding.bind_cpu_input(INPUT_IDS, ids)
         binding.bind_cpu_input(CACHE_ROWS, self.cache_rows)
         binding.bind_ortvalue_input(PAST, self.past)
         for name, value in zip(backend.cross_names, self.cross, strict=True):
@@ -209,6 +210,10 @@ class OnnxBackend:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
+        # Memory patterns pre-plan one block for all of a run's intermediates, sized for
+        # the largest shapes seen: BLIP-large int8 peaked 445 MiB higher at batch 8 with
+        # them (1796 against 1351 MiB) and ran no faster. The arena stays on (off: 5 GiB+).
+        opts.enable_mem_pattern = False
         opts.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
         try:
             return ort.InferenceSession(str(path), opts, providers=self._providers())
