@@ -104,7 +104,13 @@ def estimate_per_image(
         cache *= 6
     scores = rows * t.vocab_size * 40
     total = vision + cross + cache + scores
-    return {"vision": vision, "cross_kv": cross, "self_cache": cache, "scores": scores, "total": total}
+    return {
+        "vision": vision,
+        "cross_kv": cross,
+        "self_cache": cache,
+        "scores": scores,
+        "total": total,
+    }
 
 
 def activation_bytes(dtype: str) -> int:
