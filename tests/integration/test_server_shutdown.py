@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,21 +38,30 @@ def png(seed: int) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def metric(text: str, name: str) -> float:
+    return sum(float(x.split()[-1]) for x in text.splitlines() if x.split(" ")[0] == name)
+
+
 def test_sigterm_drains_in_flight_requests_and_exits(tiny_checkpoint):
     assert BLIPCAP, "the blipcap console script is not installed (pip install -e .)"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    # One image per model batch, so 10 requests keep the server busy for a while.
+    # One image per model batch, and slow options (8 beams, 60 tokens forced: about
+    # 0.25 s a request on a 2-core machine), so 10 requests keep the server busy.
     proc = subprocess.Popen(
         [BLIPCAP, "serve", "--port", str(port), "--model", str(tiny_checkpoint), "--backend", "torch",
          "--device", "cpu", "--max-batch-size", "1", "--grace-period", "120", "--log-level", "info"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
+    # Read the server's log as it comes: a full pipe would stall the server.
+    log: list[bytes] = []
+    reader = threading.Thread(target=lambda: log.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 120
         while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
+            assert proc.poll() is None, b"".join(log).decode()
             try:
                 if httpx.get(url + "/readyz", timeout=2).status_code == 200:
                     break
@@ -61,17 +71,22 @@ def test_sigterm_drains_in_flight_requests_and_exits(tiny_checkpoint):
             time.sleep(0.2)
 
         def caption(i):
-            body = {"images": [{"base64": png(i)}], "options": {"max_new_tokens": 10}}
+            options = {"num_beams": 8, "max_new_tokens": 60, "min_new_tokens": 60}
+            body = {"images": [{"base64": png(i)}], "options": options}
             return httpx.post(url + "/v1/captions", json=body, timeout=120)
 
         with concurrent.futures.ThreadPoolExecutor(10) as pool:
             futures = [pool.submit(caption, i) for i in range(10)]
-            # Wait until the server holds them all: one in the model, the rest queued.
+            # Wait until every request has reached the server (captioned, in the model or
+            # queued; at most one in the model) with a real backlog still queued.
+            deadline = time.monotonic() + 60
             while True:
-                metrics = httpx.get(url + "/metrics", timeout=5).text
-                line = next(x for x in metrics.splitlines() if x.startswith("blipcap_queue_depth "))
-                if float(line.split()[1]) >= 6:
+                metrics = httpx.get(url + "/metrics", timeout=10).text
+                queued = metric(metrics, "blipcap_queue_depth")
+                done = metric(metrics, "blipcap_images_captioned_total")
+                if queued >= 3 and queued + done >= 9:
                     break
+                assert time.monotonic() < deadline, f"queued {queued}, done {done}\n{metrics}"
                 time.sleep(0.05)
             proc.send_signal(signal.SIGTERM)
             time.sleep(0.5)
@@ -82,7 +97,8 @@ def test_sigterm_drains_in_flight_requests_and_exits(tiny_checkpoint):
         assert [r.status_code for r in responses] == [200] * 10
         assert all(r.json()["results"][0]["caption"] for r in responses)
         proc.wait(60)
-        output = proc.stdout.read().decode()
+        reader.join(10)
+        output = b"".join(log).decode()
         assert proc.returncode in (0, -signal.SIGTERM), output
         assert "Waiting for connections to close" in output or "Shutting down" in output
     finally:
