@@ -147,7 +147,13 @@ def main() -> None:
             if proc.returncode != 0:
                 raise RuntimeError(proc.stderr[-3000:])
             cpu += json.loads(proc.stdout.strip().splitlines()[-1])
-    write(cpu, args.shapes, machine(), args.out)
+    out = args.out or ROOT / "benchmarks" / "results" / f"memory-{socket.gethostname()}.json"
+    if out.exists():  # keep the rows of models/backends not measured this time
+        done = {(r["shape"], r["backend"]) for r in cpu}
+        old = json.loads(out.read_text())["cpu_measured"]
+        cpu = [r for r in old if (r["shape"], r["backend"]) not in done] + cpu
+    shapes = sorted({r["shape"] for r in cpu}, key=lambda s: s != "large")
+    write(cpu, shapes, machine(), out)
 
 
 def per_image_rows(cpu: list[dict]) -> list[dict]:

@@ -6,8 +6,11 @@ traced graph cannot express. These wrappers reuse the same parameters (no
 copy) and compute the same functions in a functional form:
 
 * :class:`VisionGraph`: ``pixel_values (B, 3, H, W)`` -> per-layer
-  cross-attention keys and values ``(B, heads, S, head_dim)``, one copy per
-  image (the image embeddings themselves are not needed after that);
+  cross-attention keys ``(B, heads, head_dim, S)`` - stored transposed, so
+  no decoding step has to transpose them again (the exported
+  ``scaled_dot_product_attention`` transposed and rescaled all the image's
+  keys at every step: a fifth of an int8 decoder step) - and values
+  ``(B, heads, S, head_dim)``, one copy per image;
 * :class:`DecoderStepGraph`: ``input_ids (N, T)``, ``cache_rows (N,)``,
   ``past (layers, 2, N', heads, P, head_dim)`` and the cross keys/values ->
   ``logits (N, vocab)`` of the last position and ``present (layers, 2, N,
@@ -51,7 +54,7 @@ class VisionGraph(nn.Module):
         out = []
         for layer in self.layers:
             p = layer.crossattention.proj
-            out.append(_split(p.key(embeds), self.heads))
+            out.append(_split(p.key(embeds), self.heads).transpose(2, 3))
             out.append(_split(p.value(embeds), self.heads))
         return tuple(out)
 
@@ -92,10 +95,12 @@ class DecoderStepGraph(nn.Module):
             x = layer.attention.output(_merge(attn), x)
 
             q = _split(layer.crossattention.proj.query(x), heads)  # (n, h, t, hd)
-            ck, cv = cross[2 * i], cross[2 * i + 1]  # (images, h, s, hd)
-            images, hd = ck.shape[0], q.shape[-1]
+            ck_t, cv = cross[2 * i], cross[2 * i + 1]  # (images, h, hd, s), (images, h, s, hd)
+            images, hd = ck_t.shape[0], q.shape[-1]
             q = q.reshape(images, -1, heads, t, hd).transpose(1, 2).reshape(images, heads, -1, hd)
-            attn = F.scaled_dot_product_attention(q, ck, cv)
+            # Scale the few queries, not the 577 keys per head.
+            scores = torch.matmul(q * hd**-0.5, ck_t)
+            attn = torch.matmul(torch.softmax(scores, dim=-1), cv)
             attn = attn.reshape(images, heads, -1, t, hd).transpose(1, 2).reshape(n, heads, t, hd)
             x = layer.crossattention.output(_merge(attn), x)
             x = layer.output(F.gelu(layer.intermediate.dense(x)), x)

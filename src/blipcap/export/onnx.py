@@ -258,7 +258,13 @@ def export_graphs(
         {PIXELS: images_axis, **{n: images_axis for n in cross}}, opset,
     )  # fmt: skip
     # The exporter cannot name the static dims of these outputs; write them in.
-    _set_output_shapes(out / VISION_FILE, {n: ["images", heads, v.seq_len, hd] for n in cross})
+    _set_output_shapes(
+        out / VISION_FILE,
+        {
+            n: ["images", heads, hd, v.seq_len] if "_key_" in n else ["images", heads, v.seq_len, hd]
+            for n in cross
+        },
+    )
     graphs["vision"] = {"file": VISION_FILE, "inputs": [PIXELS], "outputs": cross}
 
     decoder = DecoderStepGraph(lean).eval()
