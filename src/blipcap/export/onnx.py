@@ -261,7 +261,9 @@ def export_graphs(
     _set_output_shapes(
         out / VISION_FILE,
         {
-            n: ["images", heads, hd, v.seq_len] if "_key_" in n else ["images", heads, v.seq_len, hd]
+            n: ["images", heads, hd, v.seq_len]
+            if "_key_" in n
+            else ["images", heads, v.seq_len, hd]
             for n in cross
         },
     )
