@@ -29,6 +29,7 @@ The ONNX exports of the checkpoint are made once and cached under
 
     python benchmarks/cpu.py                       # writes benchmarks/results/cpu-<host>.{json,md}
     python benchmarks/cpu.py --impls onnx-int8 --modes greedy --batches 1 --repeats 1
+    python benchmarks/cpu.py --impls transformers onnx-int8 --modes greedy --batches 1 --rounds 5
 """
 
 from __future__ import annotations
@@ -135,9 +136,21 @@ def worker(
     }  # fmt: skip
 
 
+def export_source_stamp() -> str:
+    """A hash of the code that writes an export: a cached export made by other code is stale."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted((ROOT / "src" / "blipcap" / "export").glob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def ensure_export(checkpoint: Path, quantize: str | None) -> Path:
     out = EXPORTS / f"{checkpoint.name}-{quantize or 'fp32'}"
-    if not (out / "blipcap_onnx.json").exists():
+    stamp = out / ".source-stamp"
+    fresh = stamp.exists() and stamp.read_text() == export_source_stamp()
+    if not (out / "blipcap_onnx.json").exists() or not fresh:
         from blipcap.export import export_onnx
 
         print(f"exporting {out.name} (once) ...", file=sys.stderr)
@@ -145,7 +158,36 @@ def ensure_export(checkpoint: Path, quantize: str | None) -> Path:
             str(checkpoint), out, quantize=quantize, verify_images=2, overwrite=True
         )
         print(report.summary(), file=sys.stderr)
+        stamp.write_text(export_source_stamp())
     return out
+
+
+def combine_rounds(rounds: list[list[dict]]) -> list[dict]:
+    """One row per implementation: its median round, with the median of the per-round ratios.
+
+    Each round ran every implementation once, back to back; a ratio is taken
+    within a round (against that round's transformers run, when there is one).
+    """
+    import statistics
+
+    rows = []
+    for i in range(len(rounds[0])):
+        runs = [rnd[i] for rnd in rounds]
+        bases = [next((x for x in rnd if x["impl"] == "transformers"), None) for rnd in rounds]
+        speed = [
+            r["images_per_second"] / b["images_per_second"] if b else float("nan")
+            for r, b in zip(runs, bases, strict=True)
+        ]
+        rss = [
+            r["peak_rss_mib"] / b["peak_rss_mib"] if b else float("nan")
+            for r, b in zip(runs, bases, strict=True)
+        ]
+        row = sorted(runs, key=lambda r: r["images_per_second"])[len(runs) // 2]
+        row = dict(row, speed_ratio=statistics.median(speed), rss_ratio=statistics.median(rss))
+        row["round_ratios"] = speed
+        row["round_images_per_second"] = [r["images_per_second"] for r in runs]
+        rows.append(row)
+    return rows
 
 
 def busy_cpu_seconds() -> float:
@@ -225,7 +267,9 @@ def markdown(rows: list[dict], info: dict) -> str:
         f"CPU: {info.get('cpu', '?')}, {info.get('cpus')} cores ({', '.join(info.get('isa', []))}); "
         f"torch {info.get('torch')}, transformers {info.get('transformers')}, "
         f"onnxruntime {info.get('onnxruntime')}. BLIP-large shape, random weights, "
-        f"{rows[0]['tokens']} new tokens forced.",
+        f"{rows[0]['tokens']} new tokens forced. {len(rows[0].get('round_ratios', [0]))} round(s): "
+        "images/s and the rest are the median round's, \"vs baseline\" the median of the rounds' "
+        "ratios (each round runs the implementations back to back).",
         "",
         "| mode | batch | implementation | images/s | vs baseline | peak RSS (MiB) | RSS vs baseline "
         "| cold start (s) | vision s/batch | decoding s/batch | others (cores) | probe GFLOP/s |",
@@ -251,6 +295,14 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--tokens", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="Run every implementation this many times, alternating, and report the median "
+        "ratio of the rounds: each ratio compares runs minutes apart, not a drifting CPU's "
+        "fast and slow phases.",
+    )
     ap.add_argument(
         "--attempts",
         type=int,
@@ -284,35 +336,24 @@ def main() -> None:
     rows = []
     for mode in args.modes:
         for batch in args.batches:
-            for impl in args.impls:
-                r = run_worker(
-                    [impl, str(models[impl]), mode, str(batch), str(args.tokens), str(args.repeats)],
-                    args.attempts, args.max_wait, args.tolerance,
-                )  # fmt: skip
-                rows.append(r)
-                print(
-                    f"{mode:6s} batch {batch:2d} {impl:14s}: {r['images_per_second']:.3f} img/s, "
-                    f"peak RSS {r['peak_rss_mib']:.0f} MiB, cold start {r['cold_start_seconds']:.1f} s, "
-                    f"vision {r['vision_seconds_per_batch']:.2f} s + other "
-                    f"{r['other_seconds_per_batch']:.2f} s per batch",
-                    file=sys.stderr,
-                    flush=True,
-                )
-    for r in rows:
-        base = next(
-            (
-                x
-                for x in rows
-                if x["impl"] == "transformers"
-                and x["mode"] == r["mode"]
-                and x["batch"] == r["batch"]
-            ),
-            None,
-        )
-        r["speed_ratio"] = (
-            r["images_per_second"] / base["images_per_second"] if base else float("nan")
-        )
-        r["rss_ratio"] = r["peak_rss_mib"] / base["peak_rss_mib"] if base else float("nan")
+            rounds = [[] for _ in range(args.rounds)]
+            for runs in rounds:
+                for impl in args.impls:
+                    r = run_worker(
+                        [impl, str(models[impl]), mode, str(batch), str(args.tokens),
+                         str(args.repeats)],
+                        args.attempts, args.max_wait, args.tolerance,
+                    )  # fmt: skip
+                    runs.append(r)
+                    print(
+                        f"{mode:6s} batch {batch:2d} {impl:14s}: {r['images_per_second']:.3f} "
+                        f"img/s, peak RSS {r['peak_rss_mib']:.0f} MiB, cold start "
+                        f"{r['cold_start_seconds']:.1f} s, vision {r['vision_seconds_per_batch']:.2f} s"
+                        f" + other {r['other_seconds_per_batch']:.2f} s per batch",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            rows += combine_rounds(rounds)
     info = machine()
     result = {
         "benchmark": "cpu",

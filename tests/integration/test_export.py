@@ -81,13 +81,13 @@ def test_graphs_have_dynamic_batch_and_beam_axes(exported):
 
     vision = onnx.load(str(out / "vision.onnx"), load_external_data=False).graph
     assert dims(vision.input[0]) == ["images", 3, 64, 64]
-    assert dims(vision.output[0]) == ["images", 4, 16, 17]  # keys transposed once, here
+    assert dims(vision.output[0]) == ["images", 4, 17, 16]
     assert dims(vision.output[1]) == ["images", 4, 17, 16]
     decoder = onnx.load(str(out / "decoder.onnx"), load_external_data=False).graph
     ins = {i.name: dims(i) for i in decoder.input}
     assert ins["input_ids"] == ["rows", "tokens"]
     assert ins["past"] == [2, 2, "past_rows", 4, "past_len", 16]
-    assert ins["cross_key_0"] == ["images", 4, 16, 17]
+    assert ins["cross_key_0"] == ["images", 4, 17, 16]
     assert ins["cross_value_0"] == ["images", 4, 17, 16]
     outs = {o.name: dims(o) for o in decoder.output}
     assert outs["logits"] == ["rows", 30524]

@@ -6,11 +6,8 @@ traced graph cannot express. These wrappers reuse the same parameters (no
 copy) and compute the same functions in a functional form:
 
 * :class:`VisionGraph`: ``pixel_values (B, 3, H, W)`` -> per-layer
-  cross-attention keys ``(B, heads, head_dim, S)`` - stored transposed, so
-  no decoding step has to transpose them again (the exported
-  ``scaled_dot_product_attention`` transposed and rescaled all the image's
-  keys at every step: a fifth of an int8 decoder step) - and values
-  ``(B, heads, S, head_dim)``, one copy per image;
+  cross-attention keys and values ``(B, heads, S, head_dim)``, one copy per
+  image (the image embeddings themselves are not needed after that);
 * :class:`DecoderStepGraph`: ``input_ids (N, T)``, ``cache_rows (N,)``,
   ``past (layers, 2, N', heads, P, head_dim)`` and the cross keys/values ->
   ``logits (N, vocab)`` of the last position and ``present (layers, 2, N,
@@ -21,6 +18,14 @@ copy) and compute the same functions in a functional form:
   image are folded into the query axis exactly as in
   :class:`blipcap.model.text.DecoderLayer`, so all beams share one copy of
   the image's keys/values.
+
+The vision encoder's self-attention and the decoder's cross-attention are
+written as ONNX Runtime's fused ``com.microsoft.MultiHeadAttention`` (see
+:func:`fused_attention`): one node instead of the transposes, scalings,
+products and softmax the exporter spells scaled dot-product attention out
+into. On a CPU the vision encoder's runs as a tiled (flash) kernel that
+keeps its 577 x 577 scores per head in cache; the decoder's takes the
+image's keys/values as they are stored, with no transpose per step.
 """
 
 from __future__ import annotations
@@ -42,6 +47,69 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, t, h * hd)
 
 
+class _MultiHeadAttention(torch.autograd.Function):
+    """Scaled dot-product attention that exports as ``com.microsoft.MultiHeadAttention``."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, heads: int):  # noqa: ARG004 - autograd.Function signature
+        b, s, d = q.shape
+        q = q.reshape(b, s, heads, d // heads).transpose(1, 2)
+        if k.dim() == 3:
+            k, v = _split(k, heads), _split(v, heads)
+        return _merge(F.scaled_dot_product_attention(q, k, v))
+
+    @staticmethod
+    def symbolic(g, q, k, v, heads: int):
+        out = g.op("com.microsoft::MultiHeadAttention", q, k, v, num_heads_i=heads)
+        out.setType(q.type())  # same shape as the queries: lets the exporter infer what follows
+        return out
+
+
+class _CachedSelfAttention(torch.autograd.Function):
+    """Causal self-attention over ``[past | new]``; exports as ``MultiHeadAttention`` with a past."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, past_k, past_v, heads: int):  # noqa: ARG004
+        t, start = q.shape[1], past_k.shape[2]
+        k = torch.cat([past_k, _split(k, heads)], dim=2)
+        v = torch.cat([past_v, _split(v, heads)], dim=2)
+        # Query i (at position start + i) sees keys 0..start + i.
+        mask = torch.arange(start + t)[None, :] <= (torch.arange(t) + start)[:, None]
+        out = F.scaled_dot_product_attention(_split(q, heads), k, v, attn_mask=mask)
+        return _merge(out), k, v
+
+    @staticmethod
+    def symbolic(g, q, k, v, past_k, past_v, heads: int):
+        none = g.op("prim::Constant")
+        none.setType(torch._C.OptionalType.ofTensor())  # an omitted optional input
+        out, present_k, present_v = g.op(
+            "com.microsoft::MultiHeadAttention", q, k, v, none, none, none, past_k, past_v,
+            num_heads_i=heads, unidirectional_i=1, outputs=3,
+        )  # fmt: skip
+        out.setType(q.type())
+        for present in (present_k, present_v):
+            present.setType(past_k.type().with_sizes([None] * 4))
+        return out, present_k, present_v
+
+
+def cached_self_attention(q, k, v, past_k, past_v, heads: int):
+    """Causal attention of ``q``, ``k``, ``v`` ``(N, T, D)`` over the past ``(N, heads, P, D / heads)`` and themselves.
+
+    Returns the attention output ``(N, T, D)`` and the keys and values with the
+    new ones appended ``(N, heads, P + T, D / heads)``.
+    """
+    return _CachedSelfAttention.apply(q, k, v, past_k, past_v, heads)
+
+
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """Unmasked multi-head attention: ``q (B, S, D)``; ``k``, ``v`` as ``(B, L, D)`` or ``(B, heads, L, D / heads)``.
+
+    Returns ``(B, S, D)``. Runs as scaled dot-product attention in PyTorch and
+    exports as one ``MultiHeadAttention`` node (ONNX Runtime's contrib domain).
+    """
+    return _MultiHeadAttention.apply(q, k, v, heads)
+
+
 class VisionGraph(nn.Module):
     def __init__(self, model: BlipCaptioningModel):
         super().__init__()
@@ -50,11 +118,19 @@ class VisionGraph(nn.Module):
         self.heads = model.config.text.num_attention_heads
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        embeds = self.vision(pixel_values)
+        # blipcap.model.vision.VisionModel.forward, with the fused attention.
+        vision = self.vision
+        x = vision.embeddings(pixel_values)
+        for layer in vision.encoder.layers:
+            attn = layer.self_attn
+            q, k, v = attn.qkv(layer.layer_norm1(x)).chunk(3, dim=-1)
+            x = x + attn.projection(fused_attention(q, k, v, attn.heads))
+            x = x + layer.mlp(layer.layer_norm2(x))
+        embeds = vision.post_layernorm(x)
         out = []
         for layer in self.layers:
             p = layer.crossattention.proj
-            out.append(_split(p.key(embeds), self.heads).transpose(2, 3))
+            out.append(_split(p.key(embeds), self.heads))
             out.append(_split(p.value(embeds), self.heads))
         return tuple(out)
 
@@ -80,29 +156,21 @@ class DecoderStepGraph(nn.Module):
         positions = torch.arange(t, device=input_ids.device) + start
         emb = bert.embeddings
         x = emb.LayerNorm(emb.word_embeddings(input_ids) + emb.position_embeddings(positions)[None])
-        # Causal mask over [past | new]: query i (at position start + i) sees keys 0..start + i.
-        keys = torch.arange(t, device=input_ids.device) + start
-        mask = torch.arange(start + t, device=input_ids.device)[None, :] <= keys[:, None]
-
         presents = []
         for i, layer in enumerate(bert.encoder.layer):
             p = layer.attention.proj
-            q = _split(p.query(x), heads)
-            k = torch.cat([past[i, 0], _split(p.key(x), heads)], dim=2)
-            v = torch.cat([past[i, 1], _split(p.value(x), heads)], dim=2)
+            attn, k, v = cached_self_attention(
+                p.query(x), p.key(x), p.value(x), past[i, 0], past[i, 1], heads
+            )
             presents.append(torch.stack([k, v]))
-            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            x = layer.attention.output(_merge(attn), x)
+            x = layer.attention.output(attn, x)
 
-            q = _split(layer.crossattention.proj.query(x), heads)  # (n, h, t, hd)
-            ck_t, cv = cross[2 * i], cross[2 * i + 1]  # (images, h, hd, s), (images, h, s, hd)
-            images, hd = ck_t.shape[0], q.shape[-1]
-            q = q.reshape(images, -1, heads, t, hd).transpose(1, 2).reshape(images, heads, -1, hd)
-            # Scale the few queries, not the 577 keys per head.
-            scores = torch.matmul(q * hd**-0.5, ck_t)
-            attn = torch.matmul(torch.softmax(scores, dim=-1), cv)
-            attn = attn.reshape(images, heads, -1, t, hd).transpose(1, 2).reshape(n, heads, t, hd)
-            x = layer.crossattention.output(_merge(attn), x)
+            # The R rows of an image (and their t tokens) become one query sequence.
+            ck, cv = cross[2 * i], cross[2 * i + 1]  # (images, h, s, hd)
+            q = layer.crossattention.proj.query(x)  # (n, t, d)
+            q = q.reshape(ck.shape[0], -1, q.shape[-1])  # (images, R * t, d)
+            attn = fused_attention(q, ck, cv, heads).reshape(n, t, -1)
+            x = layer.crossattention.output(attn, x)
             x = layer.output(F.gelu(layer.intermediate.dense(x)), x)
 
         pred = self.decoder.cls.predictions

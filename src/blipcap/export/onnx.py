@@ -257,16 +257,8 @@ def export_graphs(
         vision, (pixels,), out / VISION_FILE, [PIXELS], cross,
         {PIXELS: images_axis, **{n: images_axis for n in cross}}, opset,
     )  # fmt: skip
-    # The exporter cannot name the static dims of these outputs; write them in.
-    _set_output_shapes(
-        out / VISION_FILE,
-        {
-            n: ["images", heads, hd, v.seq_len]
-            if "_key_" in n
-            else ["images", heads, v.seq_len, hd]
-            for n in cross
-        },
-    )
+    # The exporter cannot infer these outputs' dims past the fused attention; write them in.
+    _set_output_shapes(out / VISION_FILE, {n: ["images", heads, v.seq_len, hd] for n in cross})
     graphs["vision"] = {"file": VISION_FILE, "inputs": [PIXELS], "outputs": cross}
 
     decoder = DecoderStepGraph(lean).eval()
@@ -290,6 +282,10 @@ def export_graphs(
         },
         opset,
     )  # fmt: skip
+    _set_output_shapes(
+        out / DECODER_FILE,
+        {LOGITS: ["rows", t.vocab_size], PRESENT: [layers, 2, "rows", heads, "total_len", hd]},
+    )
     graphs["decoder"] = {"file": DECODER_FILE, "inputs": inputs, "outputs": [LOGITS, PRESENT]}
     return graphs
 
@@ -323,7 +319,7 @@ def _torch_export(module, args, path: Path, inputs, outputs, dynamic_axes, opset
             torch.onnx.export(
                 module, args, str(path), input_names=inputs, output_names=outputs,
                 dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True,
-                dynamo=False,
+                dynamo=False, custom_opsets={"com.microsoft": 1},
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - exporter errors come in many types
             raise ExportError(f"torch.onnx.export failed for {path.name}: {exc}") from exc
