@@ -282,3 +282,44 @@ def test_words_run_together_by_ocr_are_found_as_substrings(store):
         )
         == []
     )
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        SearchFilters(folder="/photos/3"),
+        SearchFilters(has_text=True),
+        SearchFilters(folder="/photos/1", since="2022-06-01", has_text=False),
+        SearchFilters(since="2030-01-01"),  # nothing passes
+    ],
+)
+def test_filtered_text_search_is_the_same_either_way(store, monkeypatch, filters):
+    """A selective filter goes into the SQL as a list of row ids; a loose one filters the
+    ranked rows as they stream in. Both give the same hits in the same order."""
+    import blipcap.index.sqlite as sqlite_store
+
+    words = ["dog", "cat", "beach", "sofa", "invoice", "tree", "boat", "house"]
+    batch = WriteBatch()
+    for i in range(600):
+        sha = f"{i:064x}"
+        caption = f"a {words[i % 8]} near a {words[(i * 3) % 8]} and a {words[(i * 5) % 7]}"
+        batch.images.append(
+            record(
+                sha,
+                caption,
+                ocr="INVOICE total" if i % 5 == 0 else "",
+                date=f"{2020 + i % 4}-0{1 + i % 9}-01",
+            )
+        )
+        batch.links.append(PathRecord(f"/photos/{i % 10}/img{i}.jpg", sha, 10, i))
+    store.write(batch)
+    for query in ("dog beach", "invoice", "cat sofa tree", "oice"):
+        monkeypatch.setattr(sqlite_store, "_ALLOWED_LIST_MAX", 100_000)
+        store._last_mask = None
+        in_sql = store.text_search(query, filters, 40)
+        monkeypatch.setattr(sqlite_store, "_ALLOWED_LIST_MAX", 0)
+        store._last_mask = None
+        streamed = store.text_search(query, filters, 40)
+        assert in_sql == streamed
+        if filters.since != "2030-01-01" and query != "oice":
+            assert in_sql, query

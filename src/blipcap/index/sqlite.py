@@ -38,6 +38,10 @@ BUSY_TIMEOUT_MS = 60_000
 _COLUMNS: dict[str, _Columns] = {}  # realpath -> search columns, shared across stores
 _COLUMNS_LOCK = threading.Lock()
 _CHUNK = 500  # SQLite limits bound parameters per statement; query in chunks
+# Up to this many rows passing a search filter, the filter goes into the full-text query
+# as a JSON list of row ids (only those rows are scored); above it, ranked rows are
+# filtered as they stream in.
+_ALLOWED_LIST_MAX = 20_000
 
 
 class SQLiteStore(Store):
@@ -79,6 +83,7 @@ class SQLiteStore(Store):
         self.conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
         self._cache: _Columns | None = None
+        self._last_mask: tuple[Any, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -313,9 +318,18 @@ class SQLiteStore(Store):
         return self._cache
 
     def _mask(self, cols: _Columns, filters: SearchFilters) -> np.ndarray | None:
-        """Which rows of ``cols`` pass ``filters`` (None: no filters)."""
+        """Which rows of ``cols`` pass ``filters`` (None: no filters). The last one is kept:
+        a hybrid search asks twice (text and semantic)."""
         if not filters.active:
             return None
+        key = (cols.generation, filters)
+        if self._last_mask is not None and self._last_mask[0] == key:
+            return self._last_mask[1]
+        mask = self._compute_mask(cols, filters)
+        self._last_mask = (key, mask)
+        return mask
+
+    def _compute_mask(self, cols: _Columns, filters: SearchFilters) -> np.ndarray:
         mask = np.ones(len(cols.ids), dtype=bool)
         since, until = filters.date_bounds()
         if since is not None or until is not None:
@@ -354,16 +368,13 @@ class SQLiteStore(Store):
             cols = self._columns()
             mask = self._mask(cols, filters)
             rows = self._ranked(
-                "SELECT rowid, bm25(images_fts, 2.0, 2.0, 1.0) AS score FROM images_fts "
-                "WHERE images_fts MATCH ? ORDER BY score",
-                match, cols, mask, limit,
-            )  # fmt: skip
+                "images_fts", "bm25(images_fts, 2.0, 2.0, 1.0)", match, cols, mask, limit
+            )
             substrings = [t for t in query_terms(query) if len(t) >= 3]  # trigrams need 3
             if len(rows) < limit and substrings:
                 seen = {r[0] for r in rows}
                 more = self._ranked(
-                    "SELECT rowid, bm25(ocr_trigram) AS score FROM ocr_trigram "
-                    "WHERE ocr_trigram MATCH ? ORDER BY score",
+                    "ocr_trigram", "bm25(ocr_trigram)",
                     " OR ".join(f'"{t}"' for t in substrings), cols, mask, limit + len(seen),
                 )  # fmt: skip
                 rows += [r for r in more if r[0] not in seen][: limit - len(rows)]
@@ -375,19 +386,44 @@ class SQLiteStore(Store):
         ]  # bm25: lower is better
 
     def _ranked(
-        self, sql: str, match: str, cols: _Columns, mask: np.ndarray | None, limit: int
+        self,
+        table: str,
+        score: str,
+        match: str,
+        cols: _Columns,
+        mask: np.ndarray | None,
+        limit: int,
     ) -> list:
-        """Rows of an FTS query, best first. With filters every match is ranked (from the FTS
-        index alone, no join) and those that pass are kept."""
+        """Rows ``(rowid, score)`` of an FTS query on ``table``, best (lowest) score first,
+        ties by rowid, restricted to the rows ``mask`` lets through.
+
+        A selective filter (a folder, a date range) goes into the query as a list of
+        allowed rows, so only those are scored; a loose one (most rows pass) is applied
+        to the ranked rows as they stream in, stopping at ``limit``.
+        """
+        sql = f"SELECT rowid, {score} AS score FROM {table} WHERE {table} MATCH ?"
+        order = " ORDER BY score, rowid"
         if mask is None:
-            return self.conn.execute(sql + " LIMIT ?", [match, limit]).fetchall()
-        rows = self.conn.execute(sql, [match]).fetchall()
-        if not rows:
+            return self.conn.execute(sql + order + " LIMIT ?", [match, limit]).fetchall()
+        allowed = cols.ids[mask]
+        if len(allowed) == 0:
             return []
-        rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        pos = np.clip(np.searchsorted(cols.ids, rowids), 0, len(cols.ids) - 1)
-        keep = np.flatnonzero((cols.ids[pos] == rowids) & mask[pos])[:limit]
-        return [rows[i] for i in keep.tolist()]
+        if len(allowed) <= _ALLOWED_LIST_MAX:
+            return self.conn.execute(
+                sql + " AND +rowid IN (SELECT value FROM json_each(?))" + order + " LIMIT ?",
+                [match, json.dumps(allowed.tolist()), limit],
+            ).fetchall()
+        out: list = []
+        cursor = self.conn.execute(sql + order, [match])
+        while len(out) < limit:
+            rows = cursor.fetchmany(1024)
+            if not rows:
+                break
+            rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            pos = np.clip(np.searchsorted(cols.ids, rowids), 0, len(cols.ids) - 1)
+            keep = np.flatnonzero((cols.ids[pos] == rowids) & mask[pos])
+            out += [rows[k] for k in keep.tolist()]
+        return out[:limit]
 
     def semantic_search(
         self, vector: np.ndarray, filters: SearchFilters, limit: int, min_similarity: float
