@@ -323,3 +323,20 @@ def test_filtered_text_search_is_the_same_either_way(store, monkeypatch, filters
         assert in_sql == streamed
         if filters.since != "2030-01-01" and query != "oice":
             assert in_sql, query
+
+
+def test_opening_an_index_another_program_has_locked(tmp_path):
+    """A locked database waits (and then says it is locked), never 'not a SQLite database'."""
+    import threading
+
+    path = tmp_path / "index.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(BlipcapError, match="locked by another program"):
+        SQLiteStore(path, busy_timeout_ms=300)
+    threading.Timer(0.3, holder.rollback).start()
+    store = SQLiteStore(path, busy_timeout_ms=5000)  # waits for the lock, then opens
+    assert store.schema_version() >= 1
+    store.close()
+    holder.close()

@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -69,12 +70,7 @@ class SQLiteStore(Store):
         )
         self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         self._lock = threading.RLock()
-        try:
-            mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise BlipcapError(
-                f"{self.path} is not a blipcap index (not a SQLite database: {exc})."
-            ) from None
+        mode = self._enable_wal(busy_timeout_ms / 1000)
         if mode.lower() != "wal":
             raise BlipcapError(f"{self.path}: could not switch to WAL journaling (got {mode!r}).")
         # NORMAL in WAL mode: consistent after any crash; only the last commits
@@ -92,6 +88,33 @@ class SQLiteStore(Store):
         # closing a SQLite connection in use by another thread crashes the process.
         with self._lock:
             self.conn.close()
+
+    def _enable_wal(self, timeout: float) -> str:
+        """Switch to WAL journaling; returns the journal mode now in force.
+
+        Two programs opening a new index at once can both try to switch; SQLite
+        then answers "database is locked" at once rather than waiting, so retry
+        until ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise BlipcapError(
+                        f"{self.path} is not a blipcap index (not a SQLite database: {exc})."
+                    ) from None
+                if time.monotonic() >= deadline:
+                    raise BlipcapError(
+                        f"{self.path} is locked by another program for over {timeout:g} s; "
+                        "wait for it to finish and try again"
+                    ) from None
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as exc:
+                raise BlipcapError(
+                    f"{self.path} is not a blipcap index (not a SQLite database: {exc})."
+                ) from None
 
     def _migrate(self) -> None:
         with self._write():
