@@ -148,8 +148,8 @@ def export_source_stamp() -> str:
 
 def ensure_export(checkpoint: Path, quantize: str | None) -> Path:
     out = EXPORTS / f"{checkpoint.name}-{quantize or 'fp32'}"
-    stamp = out / ".source-stamp"
-    fresh = stamp.exists() and stamp.read_text() == export_source_stamp()
+    stamp, source = out / ".source-stamp", export_source_stamp()
+    fresh = stamp.exists() and stamp.read_text() == source
     if not (out / "blipcap_onnx.json").exists() or not fresh:
         from blipcap.export import export_onnx
 
@@ -158,7 +158,7 @@ def ensure_export(checkpoint: Path, quantize: str | None) -> Path:
             str(checkpoint), out, quantize=quantize, verify_images=2, overwrite=True
         )
         print(report.summary(), file=sys.stderr)
-        stamp.write_text(export_source_stamp())
+        stamp.write_text(source)
     return out
 
 

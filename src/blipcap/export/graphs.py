@@ -52,11 +52,9 @@ class _MultiHeadAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, heads: int, scale: float | None):  # noqa: ARG004
-        b, s, d = q.shape
-        q = q.reshape(b, s, heads, d // heads).transpose(1, 2)
         if k.dim() == 3:
             k, v = _split(k, heads), _split(v, heads)
-        return _merge(F.scaled_dot_product_attention(q, k, v, scale=scale))
+        return _merge(F.scaled_dot_product_attention(_split(q, heads), k, v, scale=scale))
 
     @staticmethod
     def symbolic(g, q, k, v, heads: int, scale: float | None):

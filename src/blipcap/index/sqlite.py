@@ -100,8 +100,11 @@ class SQLiteStore(Store):
         while True:
             try:
                 return self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+            except sqlite3.DatabaseError as exc:
+                locked = isinstance(exc, sqlite3.OperationalError) and (
+                    "locked" in str(exc) or "busy" in str(exc)
+                )
+                if not locked:
                     raise BlipcapError(
                         f"{self.path} is not a blipcap index (not a SQLite database: {exc})."
                     ) from None
@@ -111,10 +114,6 @@ class SQLiteStore(Store):
                         "wait for it to finish and try again"
                     ) from None
                 time.sleep(0.05)
-            except sqlite3.DatabaseError as exc:
-                raise BlipcapError(
-                    f"{self.path} is not a blipcap index (not a SQLite database: {exc})."
-                ) from None
 
     def _migrate(self) -> None:
         with self._write():
