@@ -46,7 +46,7 @@ def test_export_writes_graphs_tokenizer_and_manifest(exported, tiny_checkpoint):
     assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~_umask())
     manifest = json.loads((out / ONNX_MANIFEST).read_text())
     source = resolve_model(str(tiny_checkpoint))
-    assert manifest["format"] == "blipcap-onnx" and manifest["format_version"] == 1
+    assert manifest["format"] == "blipcap-onnx" and manifest["format_version"] == 2
     assert manifest["blipcap_version"] == __version__
     assert manifest["source"]["revision"] == source.revision
     assert manifest["source"]["files"] == source.files
@@ -59,8 +59,14 @@ def test_export_writes_graphs_tokenizer_and_manifest(exported, tiny_checkpoint):
     assert manifest["graphs"]["vision"]["outputs"] == [
         "cross_key_0", "cross_value_0", "cross_key_1", "cross_value_1",
     ]  # fmt: skip
-    assert manifest["graphs"]["decoder"]["inputs"][:3] == ["input_ids", "cache_rows", "past"]
-    assert manifest["graphs"]["decoder"]["outputs"] == ["logits", "present"]
+    assert manifest["graphs"]["decoder"]["inputs"] == [
+        "input_ids", "cache_rows",
+        "past_key_0", "past_value_0", "past_key_1", "past_value_1",
+        "cross_key_0", "cross_value_0", "cross_key_1", "cross_value_1",
+    ]  # fmt: skip
+    assert manifest["graphs"]["decoder"]["outputs"] == [
+        "logits", "present_key_0", "present_value_0", "present_key_1", "present_value_1",
+    ]  # fmt: skip
     # The check against the torch backend, in the manifest and the report.
     v = manifest["verification"]
     assert v == report["verification"]
@@ -86,11 +92,14 @@ def test_graphs_have_dynamic_batch_and_beam_axes(exported):
     decoder = onnx.load(str(out / "decoder.onnx"), load_external_data=False).graph
     ins = {i.name: dims(i) for i in decoder.input}
     assert ins["input_ids"] == ["rows", "tokens"]
-    assert ins["past"] == [2, 2, "past_rows", 4, "past_len", 16]
+    assert ins["past_key_0"] == ["past_rows", 4, "past_len", 16]
+    assert ins["past_value_1"] == ["past_rows", 4, "past_len", 16]
     assert ins["cross_key_0"] == ["images", 4, 17, 16]
     assert ins["cross_value_0"] == ["images", 4, 17, 16]
     outs = {o.name: dims(o) for o in decoder.output}
     assert outs["logits"] == ["rows", 30524]
+    assert outs["present_key_0"] == ["rows", 4, "total_len", 16]
+    assert outs["present_value_1"] == ["rows", 4, "total_len", 16]
 
 
 def test_summary_is_printed(tiny_checkpoint, tmp_path):
@@ -185,13 +194,14 @@ def test_int8_export(tiny_checkpoint, tmp_path):
 
     decoder = onnx.load(str(out / "decoder.onnx")).graph
     assert (
-        sum(n.op_type == "MatMulNBits" for n in decoder.node) == 2 * 8 + 2
-    )  # 8 per layer, LM head + its transform
+        sum(n.op_type == "MatMulNBits" for n in decoder.node) == 2 * 6 + 2
+    )  # per layer: self-attention q/k/v (one product), its output, cross query and output,
+    # two feed-forward; then the LM head and its transform
     assert float_weight_products(decoder) == []
     vision = onnx.load(str(out / "vision.onnx")).graph
     assert (
-        sum(n.op_type == "MatMulInteger" for n in vision.node) == 2 * 4 + 2 * 2
-    )  # ViT + cross K/V
+        sum(n.op_type == "MatMulInteger" for n in vision.node) == 2 * 6 + 2 * 2
+    )  # ViT (query, key, value, output, two feed-forward per layer) + cross K/V
     assert float_weight_products(vision) == []
     cap = Captioner(str(out))
     assert (cap.backend.name, cap.dtype) == ("onnx", "int8")

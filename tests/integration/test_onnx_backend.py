@@ -120,14 +120,17 @@ def test_missing_tokenizer(tiny_export, tmp_path):
         Captioner(str(d))
 
 
-def test_manifest_from_another_format_version(tiny_export, tmp_path):
+@pytest.mark.parametrize("version", [1, 99])  # an older blipcap's (stacked cache), a newer one's
+def test_manifest_from_another_format_version(tiny_export, tmp_path, version):
     d = _copy(tiny_export, tmp_path)
     raw = _manifest(d)
-    raw["format_version"] = 99
+    raw["format_version"] = version
     raw["blipcap_version"] = "9.0.0"
     (d / ONNX_MANIFEST).write_text(json.dumps(raw))
     with pytest.raises(
-        ModelLoadError, match=r"format version 99 \(by blipcap 9\.0\.0\).*reads format version 1"
+        ModelLoadError,
+        match=rf"format version {version} \(by blipcap 9\.0\.0\).*reads format version 2\. "
+        r"Upgrade blipcap, or export the model again: blipcap export onnx",
     ):
         Captioner(str(d))
 

@@ -24,11 +24,11 @@ from ..export.manifest import (
     CACHE_ROWS,
     INPUT_IDS,
     LOGITS,
-    PAST,
     PIXELS,
-    PRESENT,
     Manifest,
     cross_names,
+    past_names,
+    present_names,
     reexport_hint,
 )
 from ..model.config import BlipConfig
@@ -87,9 +87,8 @@ class OnnxSession:
         backend.run(backend.vision, binding, "the vision encoder")
         self.cross = binding.get_outputs()
         L, H, hd = backend.cache_shape
-        self.past = ort.OrtValue.ortvalue_from_numpy(
-            np.zeros((L, 2, self.rows, H, 0, hd), np.float32), *backend.ort_device
-        )
+        empty = np.zeros((self.rows, H, 0, hd), np.float32)
+        self.past = [ort.OrtValue.ortvalue_from_numpy(empty, *backend.ort_device)] * (2 * L)
         self.cache_rows = np.arange(self.rows, dtype=np.int64)
 
     def step(self, input_ids) -> np.ndarray:
@@ -98,13 +97,15 @@ class OnnxSession:
         ids = np.ascontiguousarray(input_ids, dtype=np.int64)  # referenced until the run ends
         binding.bind_cpu_input(INPUT_IDS, ids)
         binding.bind_cpu_input(CACHE_ROWS, self.cache_rows)
-        binding.bind_ortvalue_input(PAST, self.past)
+        for name, value in zip(backend.past_names, self.past, strict=True):
+            binding.bind_ortvalue_input(name, value)
         for name, value in zip(backend.cross_names, self.cross, strict=True):
             binding.bind_ortvalue_input(name, value)
         binding.bind_output(LOGITS, "cpu")
-        binding.bind_output(PRESENT, *backend.ort_device)
+        for name in backend.present_names:
+            binding.bind_output(name, *backend.ort_device)
         backend.run(backend.decoder, binding, "the decoder")
-        logits, self.past = binding.get_outputs()
+        logits, *self.past = binding.get_outputs()
         self.cache_rows = np.arange(self.rows, dtype=np.int64)
         return logits.numpy()
 
@@ -155,6 +156,8 @@ class OnnxBackend:
             t.hidden_size // t.num_attention_heads,
         )
         self.cross_names = cross_names(t.num_hidden_layers)
+        self.past_names = past_names(t.num_hidden_layers)
+        self.present_names = present_names(t.num_hidden_layers)
         self.threads = threads or int(os.environ.get(THREADS_ENV, 0) or 0) or physical_cores()
         self.ops = NumpyOps()
         self.vision = self._session("vision")

@@ -14,23 +14,37 @@ from ..errors import ModelLoadError
 from ..hub import ONNX_MANIFEST
 
 FORMAT = "blipcap-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the decoder's self-attention cache is one input and output per layer
 VISION_FILE = "vision.onnx"
 DECODER_FILE = "decoder.onnx"
 QUANTIZATIONS = (None, "int8", "int8-vision")
 
-# Graph interface (format version 1). Cross-attention keys/values are one
-# input per layer and kind so that no step copies them.
+# Graph interface (format version 2). The cross-attention keys/values and the
+# self-attention cache are one tensor per layer and kind, so that no step
+# copies them into or out of a stacked tensor.
 PIXELS = "pixel_values"
 INPUT_IDS = "input_ids"
 CACHE_ROWS = "cache_rows"
-PAST = "past"
 LOGITS = "logits"
-PRESENT = "present"
+
+
+def _per_layer(prefix: str, layers: int) -> list[str]:
+    return [f"{prefix}_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
 
 
 def cross_names(layers: int) -> list[str]:
-    return [f"cross_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
+    """The image's cross-attention keys/values: ``cross_key_0, cross_value_0, cross_key_1, ...``."""
+    return _per_layer("cross", layers)
+
+
+def past_names(layers: int) -> list[str]:
+    """The self-attention cache a decoder step reads: ``past_key_0, past_value_0, ...``."""
+    return _per_layer("past", layers)
+
+
+def present_names(layers: int) -> list[str]:
+    """The self-attention cache a decoder step writes: ``present_key_0, present_value_0, ...``."""
+    return _per_layer("present", layers)
 
 
 def reexport_hint(directory: Path | str) -> str:

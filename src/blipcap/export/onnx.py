@@ -26,13 +26,13 @@ from .manifest import (
     DECODER_FILE,
     INPUT_IDS,
     LOGITS,
-    PAST,
     PIXELS,
-    PRESENT,
     QUANTIZATIONS,
     VISION_FILE,
     Manifest,
     cross_names,
+    past_names,
+    present_names,
 )
 
 DEFAULT_OPSET = 17
@@ -266,27 +266,32 @@ def export_graphs(
         cross_kv = vision(pixels)
     rows = 2 * 3  # two images x three beams: example sizes only, every axis is dynamic
     ids = torch.full((rows, 1), t.bos_token_id, dtype=torch.long)
-    past = torch.zeros(layers, 2, rows, heads, 2, hd)
+    past, present = past_names(layers), present_names(layers)
+    past_kv = [torch.zeros(rows, heads, 2, hd) for _ in past]
     _log(f"exporting {DECODER_FILE} ...", quiet)
-    inputs = [INPUT_IDS, CACHE_ROWS, PAST, *cross]
+    inputs = [INPUT_IDS, CACHE_ROWS, *past, *cross]
+    outputs = [LOGITS, *present]
     _torch_export(
-        decoder, (ids, torch.arange(rows), past, *cross_kv), out / DECODER_FILE, inputs,
-        [LOGITS, PRESENT],
+        decoder, (ids, torch.arange(rows), *past_kv, *cross_kv), out / DECODER_FILE, inputs,
+        outputs,
         {
             INPUT_IDS: {0: "rows", 1: "tokens"},
             CACHE_ROWS: {0: "rows"},
-            PAST: {2: "past_rows", 4: "past_len"},
+            **{n: {0: "past_rows", 2: "past_len"} for n in past},
             **{n: images_axis for n in cross},
             LOGITS: {0: "rows"},
-            PRESENT: {2: "rows", 4: "total_len"},
+            **{n: {0: "rows", 2: "total_len"} for n in present},
         },
         opset,
     )  # fmt: skip
     _set_output_shapes(
         out / DECODER_FILE,
-        {LOGITS: ["rows", t.vocab_size], PRESENT: [layers, 2, "rows", heads, "total_len", hd]},
+        {
+            LOGITS: ["rows", t.vocab_size],
+            **{n: ["rows", heads, "total_len", hd] for n in present},
+        },
     )
-    graphs["decoder"] = {"file": DECODER_FILE, "inputs": inputs, "outputs": [LOGITS, PRESENT]}
+    graphs["decoder"] = {"file": DECODER_FILE, "inputs": inputs, "outputs": outputs}
     return graphs
 
 
