@@ -2,23 +2,30 @@
 
 BLIP-large shape with random weights (speed does not depend on weight values
 once the generated length is forced: 20 new tokens, min = max). Greedy and
-beam 3, batch 1 and 8. Every configuration runs in a fresh process, so its
-peak RSS is its own; each reports
+beam 3, batch 1 and 8.
 
-* images/s (best of ``--repeats`` timed batches after a warm-up batch) and
-  the ratio to the baseline (transformers ``generate``) of the same mode and batch;
+A cloud VM's CPU speed drifts (by 30% within minutes on the machine these
+figures come from, and by 2x at times), so implementations are compared in
+*paired rounds*: for each mode and batch size every implementation is loaded
+in a process of its own and warmed up, then each round has every
+implementation caption the same batch once, back to back (the order
+alternates from round to round), and the ratio to the baseline is taken
+within the round. Each implementation reports
+
+* images/s (the median round's) and "vs baseline": the median of the
+  per-round ratios to the baseline (transformers ``generate``) of the same
+  mode and batch - runs seconds apart, not minutes;
 * peak RSS (the process's high-water mark: loading included) and its ratio;
 * cold start: from launching the process to the first caption of one image
   (imports, model load, ONNX Runtime graph optimization, one image);
 * where the time goes: the vision encoder (with the cross-attention
-  keys/values) against everything else (decoding), over the timed batches;
-* how much CPU other programs used during the run (busy time of the whole
-  machine minus the worker's own, in cores). Each configuration waits for a
-  quiet machine and is re-run (``--attempts``) when others used more than
-  ``--tolerance`` cores; the cleanest run is kept;
-* a probe of the machine's fp32 matrix-product speed after each run: a cloud
-  VM's CPU speed drifts (by 30% within minutes on the machine these figures
-  come from), so compare ratios measured close together.
+  keys/values) against everything else (decoding), medians over the rounds;
+* how much CPU other programs used (busy time of the whole machine minus
+  the workers' own, in cores; the worst round). A round in which others
+  used more than ``--tolerance`` cores is run again (up to ``--attempts``
+  times);
+* a probe of the machine's fp32 matrix-product speed after each round
+  (the median is reported).
 
 Implementations: ``transformers`` (fp32 ``generate``, the baseline),
 ``blipcap-torch`` (fp32), ``onnx-fp32``, ``onnx-int8`` (vision encoder and
@@ -28,8 +35,8 @@ The ONNX exports of the checkpoint are made once and cached under
 ``.cache/onnx/`` (``blipcap export onnx``, with its verification).
 
     python benchmarks/cpu.py                       # writes benchmarks/results/cpu-<host>.{json,md}
-    python benchmarks/cpu.py --impls onnx-int8 --modes greedy --batches 1 --repeats 1
-    python benchmarks/cpu.py --impls transformers onnx-int8 --modes greedy --batches 1 --rounds 5
+    python benchmarks/cpu.py --impls onnx-int8 --modes greedy --batches 1 --rounds 2
+    python benchmarks/cpu.py --impls transformers onnx-int8 --modes greedy --batches 1 --rounds 15
 """
 
 from __future__ import annotations
@@ -37,9 +44,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -79,9 +89,13 @@ class StageTimer:
             self.seconds += time.perf_counter() - t
 
 
-def worker(
-    impl: str, model: str, mode: str, batch: int, tokens: int, repeats: int, launched: float
-) -> dict:
+def worker(impl: str, model: str, mode: str, batch: int, tokens: int, launched: float) -> None:
+    """Load ``impl``, caption one image (cold start) and warm up, then serve ``run`` requests.
+
+    Speaks JSON lines on stdout: one "ready" line, one line per ``run`` read from
+    stdin (seconds, vision seconds, the process's CPU seconds), and the peak RSS
+    on ``exit``.
+    """
     beams = MODES[mode]
     images = synthetic_images(batch)
     if impl == "transformers":
@@ -117,31 +131,82 @@ def worker(
             )  # fmt: skip
             assert all(r.ok for r in results), [r.error for r in results]
 
+    def reply(**fields) -> None:
+        print(json.dumps(fields), flush=True)
+
     run(images[:1])
     cold = time.time() - launched
     run(images)  # warm-up at the measured batch size
-    times = []
-    timer.seconds = 0.0
-    for _ in range(repeats):
+    reply(ready=True, cold_start_seconds=cold)
+    for line in sys.stdin:
+        if line.strip() == "exit":
+            break
+        timer.seconds = 0.0
+        cpu = cpu_seconds()
         t = time.perf_counter()
         run(images)
-        times.append(time.perf_counter() - t)
-    best = min(times)
-    vision = timer.seconds / repeats
-    return {
-        "impl": impl, "mode": mode, "beams": beams, "batch": batch, "tokens": tokens,
-        "images_per_second": batch / best, "seconds_per_batch": best, "all_seconds": times,
-        "vision_seconds_per_batch": vision, "other_seconds_per_batch": sum(times) / repeats - vision,
-        "cold_start_seconds": cold, "peak_rss_mib": peak_rss_mib(),
-    }  # fmt: skip
+        reply(
+            seconds=time.perf_counter() - t,
+            vision_seconds=timer.seconds,
+            cpu_seconds=cpu_seconds() - cpu,
+        )
+    reply(peak_rss_mib=peak_rss_mib())
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Worker:
+    """One implementation loaded in a process of its own, captioning on request."""
+
+    def __init__(self, impl: str, model: str, mode: str, batch: int, tokens: int):
+        self.impl = impl
+        self.log = tempfile.TemporaryFile(mode="w+")  # stderr: read only if the worker fails
+        args = [impl, model, mode, str(batch), str(tokens), repr(time.time())]
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+        )  # fmt: skip
+        self.ready = self._read()
+
+    def _read(self) -> dict:
+        # The worker's own prints (libraries') may come first; the reply is the last JSON line.
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                self.proc.wait()
+                self.log.seek(0)
+                raise RuntimeError(f"worker {self.impl} failed:\n{self.log.read()[-3000:]}")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def request(self, command: str) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def run(self) -> dict:
+        """One timed batch."""
+        return self.request("run")
+
+    def close(self) -> float:
+        """Stop the worker; returns its peak RSS in MiB."""
+        peak = self.request("exit")["peak_rss_mib"]
+        self.proc.wait(timeout=60)
+        self.log.close()
+        return peak
 
 
 def export_source_stamp() -> str:
-    """A hash of the code that writes an export: a cached export made by other code is stale."""
+    """A hash of the code that shapes an export: a cached export made by other code is stale."""
     import hashlib
 
     h = hashlib.sha256()
-    for path in sorted((ROOT / "src" / "blipcap" / "export").glob("*.py")):
+    src = ROOT / "src" / "blipcap"
+    for path in sorted([*(src / "export").glob("*.py"), *(src / "model").glob("*.py")]):
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
@@ -162,31 +227,100 @@ def ensure_export(checkpoint: Path, quantize: str | None) -> Path:
     return out
 
 
-def combine_rounds(rounds: list[list[dict]]) -> list[dict]:
-    """One row per implementation: its median round, with the median of the per-round ratios.
+def paired_rounds(
+    workers: dict[str, Worker], rounds: int, attempts: int, tolerance: float
+) -> list[dict]:
+    """Every round runs every worker once, back to back, the order alternating.
 
-    Each round ran every implementation once, back to back; a ratio is taken
-    within a round (against that round's transformers run, when there is one).
+    A round in which other programs used more than ``tolerance`` cores (the
+    machine's busy time during the round minus the workers' own) is run again,
+    up to ``attempts`` times; the cleanest is kept.
     """
-    import statistics
+    impls = list(workers)
+    done = []
+    for r in range(rounds):
+        order = impls if r % 2 == 0 else impls[::-1]
+        best = None
+        for _ in range(attempts):
+            wait_for_quiet(60, sample=1.0)
+            busy, t0 = busy_cpu_seconds(), time.time()
+            runs = {impl: workers[impl].run() for impl in order}
+            own = sum(x["cpu_seconds"] for x in runs.values())
+            others = max(0.0, (busy_cpu_seconds() - busy - own) / (time.time() - t0))
+            if best is None or others < best["others_cores"]:
+                best = {"runs": runs, "others_cores": others}
+            if others <= tolerance:
+                break
+            print(f"  {others:.2f} cores used by others; running the round again", file=sys.stderr)
+        best["probe_gflops"] = probe_gflops()
+        done.append(best)
+        line = ", ".join(f"{i} {best['runs'][i]['seconds']:.2f} s" for i in impls)
+        print(f"  round {r + 1}/{rounds}: {line}", file=sys.stderr, flush=True)
+    return done
 
+
+def summarize(
+    impls: list[str], rounds: list[dict], ready: dict, peaks: dict, batch: int
+) -> list[dict]:
+    """One row per implementation: medians over the rounds, ratios taken within each round."""
     rows = []
-    for i in range(len(rounds[0])):
-        runs = [rnd[i] for rnd in rounds]
-        bases = [next((x for x in rnd if x["impl"] == "transformers"), None) for rnd in rounds]
+    for impl in impls:
+        runs = [rnd["runs"][impl] for rnd in rounds]
+        bases = [rnd["runs"].get("transformers") for rnd in rounds]
+        seconds = [x["seconds"] for x in runs]
+        vision = [x["vision_seconds"] for x in runs]
         speed = [
-            r["images_per_second"] / b["images_per_second"] if b else float("nan")
-            for r, b in zip(runs, bases, strict=True)
+            b["seconds"] / x["seconds"] if b else float("nan")
+            for x, b in zip(runs, bases, strict=True)
         ]
-        rss = [
-            r["peak_rss_mib"] / b["peak_rss_mib"] if b else float("nan")
-            for r, b in zip(runs, bases, strict=True)
-        ]
-        row = sorted(runs, key=lambda r: r["images_per_second"])[len(runs) // 2]
-        row = dict(row, speed_ratio=statistics.median(speed), rss_ratio=statistics.median(rss))
-        row["round_ratios"] = speed
-        row["round_images_per_second"] = [r["images_per_second"] for r in runs]
-        rows.append(row)
+        base_peak = peaks.get("transformers")
+        rows.append(
+            {
+                "impl": impl,
+                "batch": batch,
+                "images_per_second": batch / statistics.median(seconds),
+                "speed_ratio": statistics.median(speed),
+                "round_ratios": speed,
+                "all_seconds": seconds,
+                "vision_seconds_per_batch": statistics.median(vision),
+                "other_seconds_per_batch": statistics.median(
+                    s - v for s, v in zip(seconds, vision, strict=True)
+                ),
+                "cold_start_seconds": ready[impl]["cold_start_seconds"],
+                "peak_rss_mib": peaks[impl],
+                "rss_ratio": peaks[impl] / base_peak if base_peak else float("nan"),
+                "others_cores": max(rnd["others_cores"] for rnd in rounds),
+                "probe_gflops": statistics.median(rnd["probe_gflops"] for rnd in rounds),
+            }
+        )
+    return rows
+
+
+def measure(
+    impls: list[str], models: dict, mode: str, batch: int, args: argparse.Namespace
+) -> list[dict]:
+    """Load every implementation (one at a time, so cold starts do not overlap), then pair them."""
+    workers: dict[str, Worker] = {}
+    try:
+        for impl in impls:
+            wait_for_quiet(args.max_wait)
+            workers[impl] = Worker(impl, str(models[impl]), mode, batch, args.tokens)
+            print(
+                f"{mode} batch {batch}: {impl} loaded, cold start "
+                f"{workers[impl].ready['cold_start_seconds']:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        rounds = paired_rounds(workers, args.rounds, args.attempts, args.tolerance)
+        peaks = {impl: w.close() for impl, w in workers.items()}
+    finally:
+        for w in workers.values():
+            if w.proc.poll() is None:
+                w.proc.kill()
+    ready = {impl: w.ready for impl, w in workers.items()}
+    rows = summarize(impls, rounds, ready, peaks, batch)
+    for row in rows:
+        row.update(mode=mode, beams=MODES[mode], tokens=args.tokens, shape=args.shape)
     return rows
 
 
@@ -224,52 +358,15 @@ def probe_gflops() -> float:
     return 10 * 2 * 768**3 / best / 1e9
 
 
-def run_worker(args: list[str], attempts: int, max_wait: float, tolerance: float) -> dict:
-    """Run one configuration in a fresh process; retry when other programs competed for the CPU.
-
-    "others" is the machine's busy CPU time during the run minus the worker's own,
-    in cores: a figure measured while others used more than ``tolerance`` cores is
-    retried (up to ``attempts`` times) and, if none was clean, the cleanest is kept.
-    """
-    import resource
-
-    best = None
-    for _ in range(attempts):
-        wait_for_quiet(max_wait)
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        busy, t0 = busy_cpu_seconds(), time.time()
-        proc = subprocess.run(
-            [sys.executable, __file__, "--worker", *args, repr(time.time())],
-            capture_output=True,
-            text=True,
-        )
-        wall = time.time() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        own = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
-        if proc.returncode != 0:
-            raise RuntimeError(f"worker {args} failed:\n{proc.stderr[-3000:]}")
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        result["others_cores"] = max(0.0, (busy_cpu_seconds() - busy - own) / wall)
-        result["probe_gflops"] = probe_gflops()
-        if best is None or result["others_cores"] < best["others_cores"]:
-            best = result
-        if result["others_cores"] <= tolerance:
-            break
-        print(
-            f"  {result['others_cores']:.2f} cores used by others during the run; retrying",
-            file=sys.stderr,
-        )
-    return best
-
-
 def markdown(rows: list[dict], info: dict) -> str:
+    rounds = len(rows[0]["round_ratios"])
     lines = [
         f"CPU: {info.get('cpu', '?')}, {info.get('cpus')} cores ({', '.join(info.get('isa', []))}); "
         f"torch {info.get('torch')}, transformers {info.get('transformers')}, "
-        f"onnxruntime {info.get('onnxruntime')}. BLIP-large shape, random weights, "
-        f"{rows[0]['tokens']} new tokens forced. {len(rows[0].get('round_ratios', [0]))} round(s): "
-        "images/s and the rest are the median round's, \"vs baseline\" the median of the rounds' "
-        "ratios (each round runs the implementations back to back).",
+        f"onnxruntime {info.get('onnxruntime')}. BLIP-{rows[0]['shape']} shape, random weights, "
+        f"{rows[0]['tokens']} new tokens forced. {rounds} paired round(s): in each, every "
+        "implementation captions the same batch once, back to back; images/s and the times are "
+        'medians over the rounds, "vs baseline" the median of the per-round ratios.',
         "",
         "| mode | batch | implementation | images/s | vs baseline | peak RSS (MiB) | RSS vs baseline "
         "| cold start (s) | vision s/batch | decoding s/batch | others (cores) | probe GFLOP/s |",
@@ -282,6 +379,12 @@ def markdown(rows: list[dict], info: dict) -> str:
             f"| {r['cold_start_seconds']:.1f} | {r['vision_seconds_per_batch']:.2f} "
             f"| {r['other_seconds_per_batch']:.2f} | {r['others_cores']:.2f} | {r['probe_gflops']:.0f} |"
         )
+    if any(r["impl"] != "transformers" and rounds > 1 for r in rows):
+        lines += ["", "Per-round ratios to the baseline:", ""]
+        for r in rows:
+            if r["impl"] != "transformers":
+                ratios = ", ".join(f"{x:.2f}" for x in r["round_ratios"])
+                lines.append(f"- {r['mode']}, batch {r['batch']}, {r['impl']}: {ratios}")
     return "\n".join(lines) + "\n"
 
 
@@ -294,20 +397,18 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--tokens", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument(
         "--rounds",
         type=int,
-        default=1,
-        help="Run every implementation this many times, alternating, and report the median "
-        "ratio of the rounds: each ratio compares runs minutes apart, not a drifting CPU's "
-        "fast and slow phases.",
+        default=5,
+        help="Paired rounds per mode and batch size: each runs every implementation once, "
+        "back to back, and the ratio to the baseline is the median of the rounds' ratios.",
     )
     ap.add_argument(
         "--attempts",
         type=int,
         default=3,
-        help="Runs per configuration at most, when others compete.",
+        help="Runs of a round at most, when other programs compete for the CPU.",
     )
     ap.add_argument(
         "--max-wait", type=float, default=600, help="Seconds to wait for a quiet machine."
@@ -318,12 +419,11 @@ def main() -> None:
     ap.add_argument(
         "--out", type=Path, default=None, help="JSON path [benchmarks/results/cpu-<host>.json]"
     )
-    ap.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
+    ap.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        impl, model, mode, batch, tokens, repeats, launched = args.worker
-        result = worker(impl, model, mode, int(batch), int(tokens), int(repeats), float(launched))
-        print(json.dumps(result))
+        impl, model, mode, batch, tokens, launched = args.worker
+        worker(impl, model, mode, int(batch), int(tokens), float(launched))
         return
 
     checkpoint = random_checkpoint(args.shape)
@@ -336,31 +436,15 @@ def main() -> None:
     rows = []
     for mode in args.modes:
         for batch in args.batches:
-            rounds = [[] for _ in range(args.rounds)]
-            for runs in rounds:
-                for impl in args.impls:
-                    r = run_worker(
-                        [impl, str(models[impl]), mode, str(batch), str(args.tokens),
-                         str(args.repeats)],
-                        args.attempts, args.max_wait, args.tolerance,
-                    )  # fmt: skip
-                    runs.append(r)
-                    print(
-                        f"{mode:6s} batch {batch:2d} {impl:14s}: {r['images_per_second']:.3f} "
-                        f"img/s, peak RSS {r['peak_rss_mib']:.0f} MiB, cold start "
-                        f"{r['cold_start_seconds']:.1f} s, vision {r['vision_seconds_per_batch']:.2f} s"
-                        f" + other {r['other_seconds_per_batch']:.2f} s per batch",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-            rows += combine_rounds(rounds)
+            rows += measure(args.impls, models, mode, batch, args)
     info = machine()
     result = {
         "benchmark": "cpu",
+        "method": "paired rounds",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "shape": args.shape,
         "tokens": args.tokens,
-        "repeats": args.repeats,
+        "rounds": args.rounds,
         "machine": info,
         "results": rows,
     }

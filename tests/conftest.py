@@ -15,6 +15,19 @@ _CACHE = Path(
 )
 
 
+def load_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+    import sys
+
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(benchmarks))  # for their shared ``_common``
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", benchmarks / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def checkpoint(shape: str, seed: int = 0, safetensors: bool = True) -> Path:
     """Build (once, cached on disk) a random checkpoint of ``shape`` and return its directory."""
     from blipcap.testing import make_random_checkpoint

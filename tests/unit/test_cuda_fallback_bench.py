@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import load_benchmark
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -14,17 +14,9 @@ pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_bench():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "benchmarks" / "gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_smoke_mode_runs_every_stage_and_writes_nothing(tiny_checkpoint, capsys):
-    bench = load_bench()
+    bench = load_benchmark("gpu")
     results = ROOT / "benchmarks" / "results"
     before = sorted(results.glob("gpu-*.json")) if results.exists() else []
     result = bench.main(["--smoke"])
@@ -51,11 +43,11 @@ def test_refuses_to_measure_a_gpu_it_does_not_have():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(SystemExit) as exc:
-        load_bench().main([])
+        load_benchmark("gpu").main([])
     assert exc.value.code == 2
 
 
 def test_device_names_become_file_names():
-    bench = load_bench()
+    bench = load_benchmark("gpu")
     assert bench.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
     assert bench.slug("NVIDIA H200") == "nvidia-h200"
