@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +24,7 @@ from .batching import BatchSizer, auto_batch_size, run_with_backoff
 from .decoding import SpecialTokens, generate
 from .errors import BackendError, InputError, OptionsError, OutOfMemoryError
 from .hub import ModelFiles, resolve_model
-from .images import DEFAULT_LIMITS, ImageInput, ImageLimits, load_image, load_input
+from .images import DEFAULT_LIMITS, ImageInput, ImageLimits, decode_ahead, load_image, load_input
 from .model.config import BlipConfig
 from .model.processing import ImagePreprocessor, Tokenizer
 from .options import CaptionOptions, resolve_options
@@ -264,14 +262,13 @@ class Captioner:
 
     def _prepare(self, images: Iterable[Any], window: int) -> Iterator[_Prepared]:
         """Decode in worker threads, a bounded window ahead, yielding in input order."""
-        with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="blipcap-decode") as pool:
-            pending: deque[Future[_Prepared]] = deque()
-            for source in images:
-                pending.append(pool.submit(self._prepare_one, source))
-                if len(pending) >= window:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+        return decode_ahead(
+            self._prepare_one,
+            images,
+            workers=self.decode_workers,
+            window=window,
+            name="blipcap-decode",
+        )
 
 
 def _create_backend(name: str, files: ModelFiles, config: BlipConfig, device: str, dtype: str):

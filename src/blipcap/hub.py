@@ -69,7 +69,8 @@ BIN_PATTERNS = ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_mo
 # Patterns for the fix-it command: a superset of HUB_PATTERNS that stays short.
 _CLI_INCLUDE = ["*.json", "*.safetensors", "*.txt"]
 
-_METADATA_FILES = [
+# The small files a model directory carries besides its weights: config, tokenizer, preprocessing.
+METADATA_FILES = (
     "config.json",
     "tokenizer.json",
     "tokenizer_config.json",
@@ -78,7 +79,7 @@ _METADATA_FILES = [
     "preprocessor_config.json",
     "processor_config.json",
     "generation_config.json",
-]
+)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -335,7 +336,7 @@ def _resolve_local(model_id: str, path: Path, *, source: Literal["hub", "local"]
         )
 
     config, weights = _check_checkpoint(model_id, path, source)
-    names = [n for n in _METADATA_FILES if (path / n).is_file()]
+    names = [n for n in METADATA_FILES if (path / n).is_file()]
     names += [
         n
         for n in ("model.safetensors.index.json", "pytorch_model.bin.index.json")

@@ -21,10 +21,12 @@ import struct
 import sys
 import threading
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
@@ -612,3 +614,24 @@ def load_input(
     if kind in ("file", "bytes", "stream", "image"):
         return load_image(payload, limits, name=item.label)
     raise ValueError(f"unknown ImageInput kind {kind!r}")
+
+
+_T = TypeVar("_T")
+
+
+def decode_ahead(
+    prepare: Callable[[Any], _T], sources: Iterable[Any], *, workers: int, window: int, name: str
+) -> Iterator[_T]:
+    """``prepare`` each source in ``workers`` threads, at most ``window`` ahead, in input order.
+
+    The window bounds memory (decoded images waiting for the model) and keeps
+    the output order equal to the input order whatever order the threads finish in.
+    """
+    with ThreadPoolExecutor(workers, thread_name_prefix=name) as pool:
+        pending: deque[Future[_T]] = deque()
+        for source in sources:
+            pending.append(pool.submit(prepare, source))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

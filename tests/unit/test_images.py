@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import struct
 import sys
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -18,7 +20,14 @@ from PIL import GifImagePlugin, Image, ImageFile
 
 from blipcap import images
 from blipcap.errors import CorruptImageError, ImageTooLargeError, InputError, UnsupportedFormatError
-from blipcap.images import ImageInput, ImageLimits, expand_inputs, load_image, load_input
+from blipcap.images import (
+    ImageInput,
+    ImageLimits,
+    decode_ahead,
+    expand_inputs,
+    load_image,
+    load_input,
+)
 
 RED, GREEN, BLUE, WHITE, GRAY = (
     (255, 0, 0),
@@ -664,3 +673,26 @@ def test_mutated_files_fail_cleanly(fmt):
             assert out.mode == "RGB"
             outcomes["decoded"] += 1
     assert outcomes["refused"] > 0  # the mutations did reach the error paths
+
+
+def test_decode_ahead_keeps_input_order_and_bounds_the_window():
+    """Later items finish first, yet come out in input order; no more than the window is in flight."""
+    lock = threading.Lock()
+    started: list[int] = []
+    consumed: list[int] = []
+
+    def prepare(i: int) -> int:
+        with lock:
+            started.append(i)
+            # Never more than `window` items decoded ahead of the consumer.
+            assert len(started) - len(consumed) <= 3
+        time.sleep(0.02 * (5 - i % 5))  # later items in each group of 5 finish sooner
+        return i * 10
+
+    out = []
+    for value in decode_ahead(prepare, range(12), workers=4, window=3, name="test-decode"):
+        out.append(value)
+        with lock:
+            consumed.append(value)
+    assert out == [i * 10 for i in range(12)]
+    assert sorted(started) == list(range(12))

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +35,7 @@ from PIL import Image
 from ..batching import _release_cached_memory, auto_batch_size, is_out_of_memory, run_with_backoff
 from ..decoding import generate
 from ..errors import BackendError, InputError, OptionsError
-from ..images import ImageInput, _read_source, load_image
+from ..images import ImageInput, _read_source, decode_ahead, load_image
 from ..options import CaptionOptions, resolve_options
 from ..results import Caption, ItemError
 
@@ -186,14 +184,13 @@ class Pipeline:
         return _read_source(source, self.captioner.limits, label or "<bytes>")
 
     def _prepared(self, images: Iterable[Any], window: int) -> Iterator[_Item]:
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="blipcap-gpu-decode") as pool:
-            pending: deque[Future[_Item]] = deque()
-            for source in images:
-                pending.append(pool.submit(self._prepare_one, source))
-                if len(pending) >= window:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+        return decode_ahead(
+            self._prepare_one,
+            images,
+            workers=self.workers,
+            window=window,
+            name="blipcap-gpu-decode",
+        )
 
     # -- the device stage -----------------------------------------------------------------
 

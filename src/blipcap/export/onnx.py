@@ -20,7 +20,7 @@ from typing import Any
 from .. import __version__
 from .._optional import require
 from ..errors import ExportError, OptionsError
-from ..hub import ONNX_MANIFEST, file_sha256, resolve_model
+from ..hub import METADATA_FILES, ONNX_MANIFEST, file_sha256, resolve_model
 from .manifest import (
     CACHE_ROWS,
     DECODER_FILE,
@@ -38,16 +38,7 @@ from .manifest import (
 DEFAULT_OPSET = 17
 MIN_OPSET = 14  # scaled_dot_product_attention needs 14
 # Files copied next to the graphs: tokenizer, preprocessing and the model config.
-COPIED_FILES = (
-    "config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "preprocessor_config.json",
-    "processor_config.json",
-    "generation_config.json",
-)
+COPIED_FILES = METADATA_FILES
 
 
 @dataclass
