@@ -37,8 +37,6 @@ from .manifest import (
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 14  # scaled_dot_product_attention needs 14
-# Files copied next to the graphs: tokenizer, preprocessing and the model config.
-COPIED_FILES = METADATA_FILES
 
 
 @dataclass
@@ -152,7 +150,7 @@ def export_onnx(
             _log(f"quantizing ({quantize}) ...", quiet)
             quant_info = quantize_int8(work, decoder=quantize == "int8")
             seconds["quantize"] = time.perf_counter() - t0
-        for name in COPIED_FILES:
+        for name in METADATA_FILES:  # tokenizer, preprocessing and config, next to the graphs
             if (files.path / name).is_file():
                 shutil.copyfile(files.path / name, work / name)
         manifest = Manifest(
