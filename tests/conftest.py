@@ -41,6 +41,32 @@ def checkpoint(shape: str, seed: int = 0, safetensors: bool = True) -> Path:
     return path
 
 
+def sample_photos():
+    """Three real photographs (shipped by scikit-image) and two generated images.
+
+    The generated ones are a gradient and shapes on noise. On the tiny
+    checkpoint (seed 0) the coco prompt is continued by a WordPiece piece
+    (``##...``) for the first and the last image.
+    """
+    import numpy as np
+    from PIL import Image, ImageDraw
+    from skimage import data as skdata
+
+    real = [
+        Image.fromarray(skdata.astronaut()),
+        Image.fromarray(skdata.coffee()),
+        Image.fromarray(skdata.chelsea()),
+    ]
+    y, x = np.mgrid[0:240, 0:320]
+    gradient = np.stack([x * 255 // 319, y * 255 // 239, (x + y) * 255 // 558], axis=-1)
+    rng = np.random.default_rng(7)
+    noise = Image.fromarray(rng.integers(0, 255, (300, 200, 3), dtype=np.uint8))
+    draw = ImageDraw.Draw(noise)
+    draw.ellipse((20, 30, 150, 200), fill=(250, 40, 40))
+    draw.rectangle((60, 180, 190, 290), fill=(20, 20, 230))
+    return real + [Image.fromarray(gradient.astype(np.uint8)), noise]
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> Path:
     """A tiny random BLIP (64 px images, 2+2 layers): seconds to build and run."""

@@ -221,10 +221,20 @@ class Captioner:
             yield result
 
     def caption_text(self, tokens: list[int], opts: CaptionOptions) -> str:
-        """Generated token ids -> caption text (prompt kept if asked, known artifacts removed)."""
-        if opts.prompt and not opts.strip_prompt:
-            tokens = self.tokenizer.prompt_ids(opts.prompt)[1:] + tokens
-        text = self.tokenizer.decode(tokens)
+        """Generated token ids -> caption text (prompt kept if asked, known artifacts removed).
+
+        Every backend's tokens become text here. A prompted caption is the
+        decoded prompt and continuation with the prompt's text removed, so a
+        continuation that starts inside the prompt's last word reads as it does
+        in the whole sequence.
+        """
+        prompt = self.tokenizer.prompt_ids(opts.prompt)[1:] if opts.prompt else []
+        if not prompt:
+            text = self.tokenizer.decode(tokens)
+        elif opts.strip_prompt:
+            text = self.tokenizer.decode_continuation(prompt, tokens)
+        else:
+            text = self.tokenizer.decode(prompt + tokens)
         if opts.clean_artifacts:
             from .text import clean_caption
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from blipcap import Captioner
+from blipcap import Captioner, resolve_options
 from blipcap.errors import BackendError, ModelLoadError
 from blipcap.hub import ONNX_MANIFEST
 
@@ -69,6 +69,21 @@ def test_same_captions_as_the_torch_backend(torch_cap, onnx_cap, images, overrid
     got = [r.captions for r in onnx_cap.caption(images, batch_size=3, **overrides)]
     assert got == expected
     assert len({tuple(c) for c in got}) > 1  # different images, different captions
+
+
+def test_prompt_continued_by_a_word_piece(torch_cap, onnx_cap):
+    """The coco prompt continued by a ``##`` piece reads as in the whole sequence, on both backends."""
+    from tests.conftest import sample_photos
+
+    photos = sample_photos()
+    options = resolve_options(preset="coco", num_beams=3, num_captions=2)
+    got = [r.captions for r in onnx_cap.caption(photos, options=options)]
+    assert got == [r.captions for r in torch_cap.caption(photos, options=options)]
+    assert not any(text.startswith("##") for captions in got for text in captions)
+    # Not blind: some caption does start with a continuation piece.
+    tokens = onnx_cap.generate_tokens(np.stack([onnx_cap.preprocess(p) for p in photos]), options)
+    firsts = [onnx_cap.tokenizer.decode(t[:1]) for per_image in tokens for t in per_image]
+    assert any(first.startswith("##") for first in firsts)
 
 
 def test_batch_composition_does_not_change_tokens(onnx_cap, images):

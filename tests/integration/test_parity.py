@@ -9,33 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from blipcap import Captioner, resolve_options
 from tests.conftest import checkpoint
+from tests.conftest import sample_photos as photos
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
-skdata = pytest.importorskip("skimage.data")
-
-
-def photos() -> list[Image.Image]:
-    """Three real photographs and two generated images (a gradient, shapes on noise)."""
-    real = [
-        Image.fromarray(skdata.astronaut()),
-        Image.fromarray(skdata.coffee()),
-        Image.fromarray(skdata.chelsea()),
-    ]
-    y, x = np.mgrid[0:240, 0:320]
-    gradient = np.stack([x * 255 // 319, y * 255 // 239, (x + y) * 255 // 558], axis=-1).astype(
-        np.uint8
-    )
-    rng = np.random.default_rng(7)
-    noise = Image.fromarray(rng.integers(0, 255, (300, 200, 3), dtype=np.uint8))
-    draw = ImageDraw.Draw(noise)
-    draw.ellipse((20, 30, 150, 200), fill=(250, 40, 40))
-    draw.rectangle((60, 180, 190, 290), fill=(20, 20, 230))
-    return real + [Image.fromarray(gradient), noise]
+pytest.importorskip("skimage.data")
 
 
 CASES = {
@@ -56,6 +38,13 @@ CASES = {
 
 def reference_tokens(model, processor, images, options, prompt_len: int) -> list[list[int]]:
     """What transformers generates, cut at [SEP], without the prompt."""
+    return [
+        row[prompt_len:] for row in reference_rows(model, processor, images, options, prompt_len)
+    ]
+
+
+def reference_rows(model, processor, images, options, prompt_len: int) -> list[list[int]]:
+    """What transformers generates, cut at [SEP], prompt included."""
     min_len, max_len = options.token_limits(prompt_len)
     kwargs = dict(
         max_length=max_len,
@@ -80,7 +69,7 @@ def reference_tokens(model, processor, images, options, prompt_len: int) -> list
         out = model.generate(pixel_values=inputs.pixel_values, **kwargs)
     rows = []
     for row in out.tolist():
-        tokens = []
+        tokens = row[:prompt_len]
         for t in row[prompt_len:]:
             if t == model.config.text_config.sep_token_id:
                 break
@@ -132,6 +121,38 @@ def test_text_matches_processor_decode(models):
     expected = [proc.decode(row, skip_special_tokens=True) for row in out]
     got = [r.caption for r in cap.caption(images, options=options)]
     assert got == [" ".join(e.split()) for e in expected]
+
+
+@pytest.mark.parametrize("case", ["coco-beam", "coco-k-captions", "prompt"])
+def test_prompted_text_matches_transformers(models, case, request):
+    """A prompted caption's text is transformers' decoded sequence with the decoded prompt removed.
+
+    On the tiny checkpoint the coco prompt ("a picture of ") is continued by a
+    WordPiece piece (``##...``) for some photos: decoding the generated ids
+    alone would show the ``##`` marker.
+    """
+    ref, proc, cap = models
+    spec = {
+        "coco-beam": dict(preset="coco"),
+        "coco-k-captions": dict(preset="coco", num_beams=4, num_captions=3),
+        "prompt": CASES["prompt"]["overrides"],
+    }[case]
+    options = resolve_options(**spec, clean_artifacts=False)
+    images = photos()
+    prompt_len = len(cap.tokenizer.prompt_ids(options.prompt))
+    with torch.no_grad():
+        rows = reference_rows(ref, proc, images, options, prompt_len)
+    expected = []
+    for row in rows:
+        full = proc.decode(row, skip_special_tokens=True)
+        prompt = proc.decode(row[:prompt_len], skip_special_tokens=True)
+        assert full.startswith(prompt)
+        expected.append(" ".join(full[len(prompt) :].split()))
+    got = [text for r in cap.caption(images, options=options) for text in r.captions]
+    assert got == expected
+    if request.node.callspec.params["models"] == ("tiny", 0) and case.startswith("coco"):
+        pieces = [proc.tokenizer.convert_ids_to_tokens(row[prompt_len]) for row in rows]
+        assert any(p.startswith("##") for p in pieces), "the case needs a continuation piece"
 
 
 def test_preprocessing_equals_blip_image_processor(models):

@@ -114,8 +114,25 @@ class Tokenizer:
         return [self.bos_token_id, *self._tok.encode(prompt, add_special_tokens=False).ids]
 
     def decode(self, ids) -> str:
+        """Token ids -> text, special tokens dropped, BERT's tokenization spaces cleaned up."""
         ids = [int(i) for i in ids if int(i) not in self.special_ids]
         text = self._tok.decode(ids, skip_special_tokens=True)
         for old, new in _CLEANUPS:
             text = text.replace(old, new)
         return re.sub(r"\s+", " ", text).strip()
+
+    def decode_continuation(self, prefix_ids, ids) -> str:
+        """The text that ``ids`` add after ``prefix_ids`` (a prompt), as a person reads it.
+
+        WordPiece joins a continuation piece (``##acious``) to the word before
+        it, so the generated ids cannot be decoded on their own: the whole
+        sequence is decoded and the decoded prompt removed from its start,
+        which is what decoding transformers' full output and dropping the
+        prompt gives (``"a picture of" + "##acious"`` -> ``"acious"``, not
+        ``"##acious"``).
+        """
+        prefix = self.decode(prefix_ids)
+        full = self.decode([*prefix_ids, *ids])
+        if prefix and full.startswith(prefix):
+            return full[len(prefix) :].strip()
+        return self.decode(ids)  # the clean-up changed the prompt's own text: keep the ids' text
