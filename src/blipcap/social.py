@@ -92,10 +92,16 @@ _URL_BARE = regex.compile(
 _EMOJI = regex.compile(r"[\p{Emoji_Presentation}\p{Regional_Indicator}\uFE0F\u20E3]")
 # twitter-text 3: weight 100 (counts 1) in these code point ranges, 200 elsewhere.
 _X_LIGHT_RANGES = ((0, 4351), (8192, 8205), (8208, 8223), (8242, 8247))
+# A character outside them: a heavy one.
+_X_HEAVY = regex.compile(
+    "[^" + "".join(f"\\u{lo:04x}-\\u{hi:04x}" for lo, hi in _X_LIGHT_RANGES) + "]"
+)
 
 
 def graphemes(text: str) -> int:
     """Number of extended grapheme clusters (what people see as characters)."""
+    if text.isascii():  # in ASCII only CR LF joins into one cluster
+        return len(text) - text.count("\r\n")
     return len(_GRAPHEME.findall(text))
 
 
@@ -141,8 +147,14 @@ def count(text: str, platform: Platform | str, kind: str = "post") -> int:
     url_total = len(urls) * (platform.url_length or 0)
     if not platform.weighted:
         return url_total + sum(graphemes(p) for p in pieces)
-    scaled = sum(_x_weight(c) for piece in pieces for c in _GRAPHEME.findall(piece))
-    return url_total + scaled // 100
+    return url_total + sum(_x_scaled(piece) for piece in pieces) // 100
+
+
+def _x_scaled(text: str) -> int:
+    """twitter-text's weight of ``text``: 100 a light character, 200 a heavy one or an emoji."""
+    if not _EMOJI.search(text):  # no cluster to count as one: a count per code point
+        return 100 * (len(text) + len(_X_HEAVY.findall(text)))
+    return sum(_x_weight(c) for c in _GRAPHEME.findall(text))
 
 
 # ---------------------------------------------------------------- hashtags
@@ -193,20 +205,41 @@ def hashtags(caption: str, limit: int = 5) -> list[str]:
 
 # ---------------------------------------------------------------- composing
 def truncate(text: str, limit: int, measure) -> str:
-    """Cut ``text`` at a word boundary so that ``measure(result) <= limit``, ending in an ellipsis."""
+    """Cut ``text`` at a word boundary so that ``measure(result) <= limit``, ending in an ellipsis.
+
+    Keeps as many words as fit (one word at least; a single word too long for
+    the limit is cut between graphemes). ``measure`` must not shrink when text
+    is appended, which holds for every platform's counter, so the longest
+    fitting cut is found by bisection: O(log n) measurements of the text.
+    """
     if measure(text) <= limit:
         return text
     words = text.split(" ")
-    while words:
-        words.pop()
-        candidate = " ".join(words).rstrip(" ,;:.") + ELLIPSIS
-        if words and measure(candidate) <= limit:
-            return candidate
+
+    def cut(k: int) -> str:
+        return " ".join(words[:k]).rstrip(" ,;:.") + ELLIPSIS
+
+    k = _longest_fitting(len(words) - 1, lambda k: k > 0 and measure(cut(k)) <= limit)
+    if k > 0:
+        return cut(k)
     # One enormous "word": cut by graphemes.
     clusters = _GRAPHEME.findall(text)
-    while clusters and measure("".join(clusters) + ELLIPSIS) > limit:
-        clusters.pop()
-    return "".join(clusters) + ELLIPSIS if limit >= 1 else ""
+    k = _longest_fitting(
+        len(clusters), lambda k: measure("".join(clusters[:k]) + ELLIPSIS) <= limit
+    )
+    return "".join(clusters[:k]) + ELLIPSIS if limit >= 1 else ""
+
+
+def _longest_fitting(n: int, fits) -> int:
+    """The largest ``k`` in ``0..n`` with ``fits(k)``, or 0; ``fits`` must be true up to some k."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,73 @@ def test_rank_uses_given_scores():
     ]
 
 
+def _truncate_word_by_word(text, limit, measure):
+    """The straightforward definition: drop the last word until the text fits."""
+    if measure(text) <= limit:
+        return text
+    words = text.split(" ")
+    while len(words) > 1:
+        words.pop()
+        candidate = " ".join(words).rstrip(" ,;:.") + "\u2026"
+        if measure(candidate) <= limit:
+            return candidate
+    return None  # the grapheme cut
+
+
+@pytest.mark.parametrize("limit", [3, 10, 40, 100, 280, 1000])
+def test_truncate_keeps_as_many_words_as_the_straightforward_cut(limit):
+    import random
+
+    rng = random.Random(limit)
+    vocab = [
+        "a",
+        "dog,",
+        "on",
+        "the",
+        "couch.",
+        "with",
+        "\u00e9t\u00e9",
+        "\U0001f436",
+        "https://x.org/a",
+    ]
+    for _ in range(50):
+        text = " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 120)))
+        for measure in (len, lambda t: count(t, X, "post")):
+            want = _truncate_word_by_word(text, limit, measure)
+            got = truncate(text, limit, measure)
+            assert measure(got) <= limit
+            if want is not None:
+                assert got == want
+
+
+def test_truncate_measures_a_long_caption_a_logarithmic_number_of_times():
+    calls = []
+
+    def measure(text):
+        calls.append(text)
+        return count(text, X, "post")
+
+    text = " ".join(f"word{i}" for i in range(5000))
+    out = truncate(text, 280, measure)
+    assert count(out, X, "post") <= 280 and out.endswith("\u2026")
+    assert len(calls) <= 20  # not one per dropped word (thousands)
+
+
+@pytest.mark.parametrize(
+    "text", ["a\r\nb\n\rc", "plain ascii", "caf\u00e9 e\u0301", "\U0001f468\u200d\U0001f469 ok"]
+)
+def test_counting_shortcuts_agree_with_the_cluster_count(text):
+    import unicodedata
+
+    import regex
+
+    from blipcap.social import _x_weight
+
+    assert graphemes(text) == len(regex.findall(r"\X", text))
+    clusters = regex.findall(r"\X", unicodedata.normalize("NFC", text))  # X counts NFC text
+    assert count(text, X, "post") == sum(_x_weight(c) for c in clusters) // 100
+
+
 def test_truncate_cuts_at_a_word_and_adds_an_ellipsis():
     assert truncate("A dog on a couch with a cat.", 15, len) == "A dog on a\u2026"
     assert truncate("short", 15, len) == "short"
