@@ -253,7 +253,6 @@ class _DecodeMemory:
             wait = DECODE_MEMORY_WAIT_S if remaining is None else remaining
             give_up = time.monotonic() + wait
             while self.held + nbytes > self.total:
-                cancel.check(name)
                 left = give_up - time.monotonic()
                 if left <= 0:
                     raise DecodeCancelledError(
@@ -261,6 +260,7 @@ class _DecodeMemory:
                         f"the process budget of {_fmt_bytes(self.total)}. Try again with fewer "
                         "images in flight, or raise blipcap.images.set_decode_memory_budget()."
                     )
+                cancel.check(name)
                 self._changed.wait(min(left, 0.05))  # short slices: a cancel is seen quickly
             self.held += nbytes
 
@@ -775,8 +775,8 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 # Rows of deep images are converted this many pixels at a time, so the float32
-# working copy stays a few MB whatever the image size.
-_CHUNK_PIXELS = 1 << 20
+# working copy stays about 1 MB whatever the image size.
+_CHUNK_PIXELS = 1 << 18
 
 
 def _row_chunks(im: Image.Image) -> Iterator[tuple[int, np.ndarray]]:
@@ -816,8 +816,10 @@ def _to_uint8(im: Image.Image) -> np.ndarray:
             scale, offset = 0.0, lo
     out = np.empty((im.height, im.width), dtype=np.uint8)
     for top, band in _row_chunks(im):
-        scaled = (band - np.float32(offset)) * np.float32(scale)
-        out[top : top + band.shape[0]] = np.clip(np.rint(scaled), 0, 255)
+        band -= np.float32(offset)  # in place: no temporaries the size of the band
+        band *= np.float32(scale)
+        np.clip(np.rint(band, out=band), 0, 255, out=band)
+        out[top : top + band.shape[0]] = band
     return out
 
 
