@@ -160,7 +160,8 @@ def _encode(image, fmt: str, **save) -> bytes:
     return buf.getvalue()
 
 
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    """One PNG chunk: length, type, payload and CRC."""
     import struct
     import zlib
 
@@ -230,19 +231,19 @@ def apng_frame_flood(frames: int = 10_000) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
     pixels = [zlib.compress(b"\x00" + bytes(rgb)) for rgb in ((255, 0, 0), (0, 0, 255))]
-    out = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", ihdr)]
-    out.append(_png_chunk(b"acTL", struct.pack(">II", frames, 0)))
+    out = [b"\x89PNG\r\n\x1a\n", png_chunk(b"IHDR", ihdr)]
+    out.append(png_chunk(b"acTL", struct.pack(">II", frames, 0)))
     sequence = 0
     for i in range(frames):
         control = struct.pack(">IIIIIHHBB", sequence, 1, 1, 0, 0, 1, 10, 0, 0)
-        out.append(_png_chunk(b"fcTL", control))
+        out.append(png_chunk(b"fcTL", control))
         sequence += 1
         if i == 0:
-            out.append(_png_chunk(b"IDAT", pixels[0]))
+            out.append(png_chunk(b"IDAT", pixels[0]))
         else:
-            out.append(_png_chunk(b"fdAT", struct.pack(">I", sequence) + pixels[i % 2]))
+            out.append(png_chunk(b"fdAT", struct.pack(">I", sequence) + pixels[i % 2]))
             sequence += 1
-    out.append(_png_chunk(b"IEND", b""))
+    out.append(png_chunk(b"IEND", b""))
     return b"".join(out)
 
 
@@ -255,10 +256,10 @@ def png_chunk_flood(chunks: int = 100_000) -> bytes:
     return b"".join(
         (
             b"\x89PNG\r\n\x1a\n",
-            _png_chunk(b"IHDR", ihdr),
-            _png_chunk(b"prVt", b"") * chunks,
-            _png_chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")),
-            _png_chunk(b"IEND", b""),
+            png_chunk(b"IHDR", ihdr),
+            png_chunk(b"prVt", b"") * chunks,
+            png_chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")),
+            png_chunk(b"IEND", b""),
         )
     )
 

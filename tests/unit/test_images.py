@@ -28,7 +28,7 @@ from blipcap.images import (
     load_image,
     load_input,
 )
-from blipcap.testing import gif_frame_flood
+from blipcap.testing import gif_frame_flood, png_chunk
 
 RED, GREEN, BLUE, WHITE, GRAY = (
     (255, 0, 0),
@@ -43,15 +43,6 @@ def encode(im: Image.Image, fmt: str, **kwargs) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format=fmt, **kwargs)
     return buf.getvalue()
-
-
-def png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(payload))
-        + kind
-        + payload
-        + struct.pack(">I", zlib.crc32(kind + payload))
-    )
 
 
 def png_header_only(width: int, height: int) -> bytes:
