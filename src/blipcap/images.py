@@ -319,6 +319,9 @@ _SPECIAL_FILES = (
 )
 
 
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # POSIX; Windows has no FIFOs to fear
+
+
 def _check_regular(mode: int, name: str) -> None:
     """Refuse anything but a regular file: reading a FIFO or a device can block forever."""
     if stat.S_ISREG(mode):
@@ -345,10 +348,11 @@ def open_regular_file(path: str | os.PathLike[str], name: str | None = None) -> 
     """
     label = os.fspath(path) if name is None else name
     _check_regular(os.stat(path).st_mode, label)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    fd = os.open(path, os.O_RDONLY | _O_NONBLOCK | getattr(os, "O_BINARY", 0))
     try:
         _check_regular(os.fstat(fd).st_mode, label)
-        os.set_blocking(fd, True)
+        if _O_NONBLOCK:
+            os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
