@@ -6,7 +6,7 @@ plus HEIF/AVIF where available); formats with a history of decompression-bomb
 bypasses or code execution (EPS runs Ghostscript; FITS, GD, SPIDER, PSD, PDF)
 are refused by name before any of their parsers runs. Structures that Pillow
 walks in Python (JPEG markers, PNG chunks) and the scans of a progressive JPEG
-are counted at C speed before Pillow sees them; sizes and the memory a decode
+are counted at C speed before Pillow sees them, and TIFF strips are bounded; sizes and the memory a decode
 will need are checked from the header before pixels are decoded; every decode
 holds its share of a process-wide memory budget; a :class:`CancelToken` stops a
 decode that outlived its request. Only the first frame of an animation or
@@ -113,6 +113,7 @@ DEFAULT_LIMITS = ImageLimits()
 MAX_JPEG_HEADER_MARKERS = 1000  # segments before the first scan (APPn, COM, DQT, DHT, SOF, ...)
 MAX_JPEG_HEADER_JUNK = 4096  # fill or junk bytes between those segments
 MAX_PNG_CHUNKS = 50_000  # chunks up to IEND (an 8 KiB IDAT per chunk is common)
+MAX_TIFF_STRIPS = 200_000  # strips or tiles of the first page (256x256 tiles: 763 for 50 MP)
 
 # The process-wide decode-memory budget (see set_decode_memory_budget) and how
 # long a decode without a deadline waits for its share before giving up.
@@ -453,12 +454,49 @@ def _check_png_chunks(data: bytes, name: str) -> None:
         )
 
 
+_TIFF_OFFSET_TAGS = (273, 324)  # StripOffsets, TileOffsets
+
+
+def _tiff_strips(data: bytes) -> int:
+    """The largest strip or tile count the first IFD of a (Big)TIFF declares; 0 if unreadable."""
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        if struct.unpack_from(order + "H", data, 2)[0] == 43:  # BigTIFF: 8-byte counts
+            (ifd,) = struct.unpack_from(order + "Q", data, 8)
+            (entries,) = struct.unpack_from(order + "Q", data, ifd)
+            first, size, layout = ifd + 8, 20, order + "HHQ"
+        else:
+            (ifd,) = struct.unpack_from(order + "I", data, 4)
+            (entries,) = struct.unpack_from(order + "H", data, ifd)
+            first, size, layout = ifd + 2, 12, order + "HHI"
+        counts = [0]
+        for i in range(min(entries, 65_536)):
+            tag, _type, count = struct.unpack_from(layout, data, first + i * size)
+            if tag in _TIFF_OFFSET_TAGS:
+                counts.append(count)
+        return max(counts)
+    except struct.error:
+        return 0  # damaged: Pillow reports it
+
+
+def _check_tiff_strips(data: bytes, name: str) -> None:
+    """Refuse a TIFF with more strips or tiles than Pillow should list and decode one by one."""
+    strips = _tiff_strips(data)
+    if strips > MAX_TIFF_STRIPS:
+        raise CorruptImageError(
+            f"{name}: a TIFF page in {strips} strips or tiles (at most {MAX_TIFF_STRIPS}; a normal "
+            "TIFF has a few hundred); refused as hostile. Re-save it with larger strips or tiles."
+        )
+
+
 def _check_structure(data: bytes, name: str) -> int:
     """Bound what Pillow would walk in Python; returns the JPEG scan count (0 for other formats)."""
     if data.startswith(b"\xff\xd8"):
         return _jpeg_scans(data, name)
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         _check_png_chunks(data, name)
+    elif data[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+        _check_tiff_strips(data, name)
     return 0
 
 

@@ -264,6 +264,43 @@ def png_chunk_flood(chunks: int = 100_000) -> bytes:
     )
 
 
+def strip_flood_tiff(strips: int = 200_001) -> bytes:
+    """A 1-pixel-wide, uncompressed 8-bit TIFF of ``strips`` rows, one strip per row.
+
+    Pillow lists and decodes uncompressed strips one by one in Python: 6.5
+    million of them fit in 50 MB and take about half a minute.
+    """
+    import struct
+
+    def entry(tag: int, kind: int, count: int, value: int) -> bytes:
+        return struct.pack("<HHII", tag, kind, count, value)
+
+    offsets_at = 8 + 2 + 9 * 12 + 4
+    counts_at = offsets_at + 4 * strips
+    pixels_at = counts_at + 4 * strips
+    tags = [
+        entry(256, 4, 1, 1),  # width
+        entry(257, 4, 1, strips),  # height
+        entry(258, 3, 1, 8),  # bits per sample
+        entry(259, 3, 1, 1),  # no compression
+        entry(262, 3, 1, 1),  # black is zero
+        entry(273, 4, strips, offsets_at),  # strip offsets
+        entry(277, 3, 1, 1),  # samples per pixel
+        entry(278, 4, 1, 1),  # rows per strip
+        entry(279, 4, strips, counts_at),  # strip byte counts
+    ]
+    return b"".join(
+        (
+            b"II*\0" + struct.pack("<IH", 8, len(tags)),
+            *tags,
+            b"\0\0\0\0",
+            struct.pack(f"<{strips}I", *[pixels_at] * strips),
+            struct.pack(f"<{strips}I", *[1] * strips),
+            b"\x80",
+        )
+    )
+
+
 def hostile_images(full_size: bool = False) -> list[tuple[str, bytes, str]]:
     """The hostile-input corpus: ``(name, bytes, what it attacks)`` for each attack.
 
@@ -287,6 +324,11 @@ def hostile_images(full_size: bool = False) -> list[tuple[str, bytes, str]]:
             "frames.png",
             apng_frame_flood(10_000 if full_size else 2_000),
             "decode time: APNG frames",
+        ),
+        (
+            "strips.tif",
+            strip_flood_tiff(6_000_000 if full_size else 200_001),
+            "decode time: TIFF strips listed and decoded in Python",
         ),
         (
             "chunks.png",

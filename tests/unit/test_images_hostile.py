@@ -265,6 +265,16 @@ def test_png_chunk_flood_is_refused_and_apng_decodes_frame_zero():
     assert load_image(testing.apng_frame_flood(500)).getpixel((0, 0)) == (255, 0, 0)
 
 
+def test_tiff_strip_flood_is_refused_and_normal_strips_decode(monkeypatch):
+    monkeypatch.setattr(images, "MAX_TIFF_STRIPS", 1000)
+    with pytest.raises(CorruptImageError, match=r"s\.tif: a TIFF page in 1001 strips or tiles"):
+        load_image(testing.strip_flood_tiff(1001), name="s.tif")
+    out = load_image(testing.strip_flood_tiff(1000))
+    assert out.size == (1, 1000) and out.getpixel((0, 999)) == (128, 128, 128)
+    assert images._tiff_strips(testing.strip_flood_tiff(1000)) == 1000
+    assert images._tiff_strips(encode(noisy(), "TIFF")) == 1
+
+
 def test_a_slow_header_does_not_stall_other_images(monkeypatch):
     """Opening images takes no process-wide lock: one stuck header parse blocks nobody else."""
     Image.init()
