@@ -1,16 +1,16 @@
-"""Safe image loading: byte, pixel, memory and work limits, a format allow-list, EXIF orientation, RGB.
+"""Safe image loading: byte, pixel, memory and work limits, a format allow-list, EXIF, RGB.
 
 Every image that reaches the model goes through :func:`load_image`. Untrusted
 bytes meet only the decoders on the allow-list (JPEG, PNG, WebP, GIF, BMP, TIFF,
 plus HEIF/AVIF where available); formats with a history of decompression-bomb
 bypasses or code execution (EPS runs Ghostscript; FITS, GD, SPIDER, PSD, PDF)
 are refused by name before any of their parsers runs. Structures that Pillow
-walks in Python (JPEG markers, PNG chunks) and the scans of a progressive JPEG
-are counted at C speed before Pillow sees them, and TIFF strips are bounded; sizes and the memory a decode
-will need are checked from the header before pixels are decoded; every decode
-holds its share of a process-wide memory budget; a :class:`CancelToken` stops a
-decode that outlived its request. Only the first frame of an animation or
-multi-page file is ever decoded, and every failure becomes an
+walks in Python (JPEG markers, PNG chunks, TIFF strips) and the scans of a
+progressive JPEG are counted before Pillow sees them; sizes and the memory a
+decode will need are checked from the header before pixels are decoded; every
+decode holds its share of a process-wide memory budget; a :class:`CancelToken`
+stops a decode that outlived its request. Only the first frame of an animation
+or multi-page file is ever decoded, and every failure becomes an
 :class:`~blipcap.errors.InputError` subclass that names the input and the fix,
 so a batch reports the item and carries on.
 """
@@ -179,6 +179,7 @@ class CancelToken:
 
     @property
     def cancelled(self) -> bool:
+        """Whether the decode must stop: cancelled, or past the deadline."""
         remaining = self.remaining()
         return self._cancelled.is_set() or (remaining is not None and remaining <= 0)
 
@@ -438,7 +439,7 @@ def _jpeg_scans(data: bytes, name: str) -> int:
 
 
 def _check_png_chunks(data: bytes, name: str) -> None:
-    """Refuse a PNG with more chunks than Pillow should walk in Python (it reads them one by one)."""
+    """Refuse a PNG with more chunks than Pillow should walk in Python, one by one."""
     pos = 8
     for _ in range(MAX_PNG_CHUNKS):
         if pos + 8 > len(data):
@@ -716,7 +717,8 @@ def _open(fp: IO[bytes], allowed: tuple[str, ...]) -> Image.Image:
 
 
 def _check_pixels(im: Image.Image, limits: ImageLimits, name: str) -> int:
-    """Refuse too many pixels or too much decode memory, from the header; return the bytes needed."""
+    """Refuse too many pixels or too much decode memory, from the header; return the bytes
+    the decode needs."""
     width, height = im.size
     pixels = width * height
     bomb = Image.MAX_IMAGE_PIXELS

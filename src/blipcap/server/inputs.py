@@ -256,7 +256,7 @@ def fetch(url: str, *, max_bytes: int, timeout: float) -> bytes:
 
 
 def _out_of_time(raw: RawInput, seconds: float) -> InputError:
-    """Why an input was given up at the request's deadline; a URL and an upload need different fixes."""
+    """Why an input was given up at the request's deadline (a URL and an upload need other fixes)."""
     if raw.url is not None:
         return FetchError(
             f"{raw.name}: not fetched and decoded within {seconds:.3g} s; use a faster host or "
