@@ -61,6 +61,11 @@ class CorruptImageError(InputError):
     """The image could not be decoded (truncated, corrupt, empty)."""
 
 
+class DecodeCancelledError(InputError):
+    """Decoding stopped before the end: its deadline passed, it was cancelled, or it waited
+    too long for the process's decode-memory budget."""
+
+
 class FetchError(InputError):
     """A remote image could not be fetched, or the URL was refused (SSRF protection)."""
 

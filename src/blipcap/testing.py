@@ -141,3 +141,198 @@ def make_random_checkpoint(
     cfg[RANDOM_WEIGHTS_KEY] = True
     cfg_path.write_text(json.dumps(cfg, indent=2))
     return model
+
+
+# --------------------------------------------------------------------------- hostile images
+#
+# Small files that cost a naive decoder far more than their size: the corpus the
+# image tests, the fuzz harness and the server benchmark's hostile scenario feed
+# to blipcap.images.load_image. Everything is generated here with Pillow and
+# struct; nothing is copied from elsewhere. Sizes are parameters, so unit tests
+# use small, fast versions and the benchmark the full-size attacks.
+
+
+def _encode(image, fmt: str, **save) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **save)
+    return buf.getvalue()
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    """One PNG chunk: length, type, payload and CRC."""
+    import struct
+    import zlib
+
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload))
+    )
+
+
+def scan_bomb_jpeg(size: int = 64, repeats: int = 2000) -> bytes:
+    """A grey progressive JPEG whose last scan is repeated ``repeats`` times before EOI.
+
+    Each scan is one more pass over every pixel: at 7000x7000 and 2000 repeats the
+    file is about 340 KB and takes minutes to decode without a scan limit.
+    """
+    from PIL import Image
+
+    data = _encode(Image.new("L", (size, size), 128), "JPEG", progressive=True, quality=90)
+    last_scan = data[data.rindex(b"\xff\xda") : -2]  # up to the EOI marker
+    return data[:-2] + last_scan * repeats + b"\xff\xd9"
+
+
+def comment_flood_jpeg(markers: int = 100_000) -> bytes:
+    """A tiny JPEG with ``markers`` empty comment (COM) segments before its frame header.
+
+    Pillow walks every marker before the first scan in Python: 6 million of them
+    (24 MB) keep a core busy for about 10 s.
+    """
+    from PIL import Image
+
+    data = _encode(Image.new("RGB", (8, 8), (200, 30, 30)), "JPEG")
+    return data[:2] + b"\xff\xfe\x00\x02" * markers + data[2:]
+
+
+def deep_tiff(size: int = 64, value: int = 70_000) -> bytes:
+    """A 32-bit integer (mode I), deflate-compressed TIFF of one value.
+
+    At 7000x7000 the file is about 315 KB, while its pixels need 196 MB and a
+    float64 conversion 400 MB more.
+    """
+    from PIL import Image
+
+    return _encode(Image.new("I", (size, size), value), "TIFF", compression="tiff_adobe_deflate")
+
+
+def gif_frame_flood(frames: int = 10_000) -> bytes:
+    """A 1x1 animated GIF of ``frames`` frames (red, blue, red, ...), written byte by byte."""
+    import struct
+
+    out = bytearray(
+        b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + bytes((255, 0, 0, 0, 0, 255))
+    )
+    out += b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
+    for i in range(frames):
+        code = 4 | ((i % 2) << 3) | (5 << 6)  # LZW: clear, palette index, end (3-bit codes)
+        out += b"\x21\xf9\x04\x00\x01\x00\x00\x00" + b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0)
+        out += b"\x02\x02" + struct.pack("<H", code) + b"\x00"
+    return bytes(out + b"\x3b")
+
+
+def apng_frame_flood(frames: int = 10_000) -> bytes:
+    """A 1x1 animated PNG of ``frames`` frames (fcTL + fdAT each), written chunk by chunk."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = [zlib.compress(b"\x00" + bytes(rgb)) for rgb in ((255, 0, 0), (0, 0, 255))]
+    out = [b"\x89PNG\r\n\x1a\n", png_chunk(b"IHDR", ihdr)]
+    out.append(png_chunk(b"acTL", struct.pack(">II", frames, 0)))
+    sequence = 0
+    for i in range(frames):
+        control = struct.pack(">IIIIIHHBB", sequence, 1, 1, 0, 0, 1, 10, 0, 0)
+        out.append(png_chunk(b"fcTL", control))
+        sequence += 1
+        if i == 0:
+            out.append(png_chunk(b"IDAT", pixels[0]))
+        else:
+            out.append(png_chunk(b"fdAT", struct.pack(">I", sequence) + pixels[i % 2]))
+            sequence += 1
+    out.append(png_chunk(b"IEND", b""))
+    return b"".join(out)
+
+
+def png_chunk_flood(chunks: int = 100_000) -> bytes:
+    """A 1x1 PNG with ``chunks`` empty private chunks before its pixel data (12 bytes each)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            png_chunk(b"IHDR", ihdr),
+            png_chunk(b"prVt", b"") * chunks,
+            png_chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")),
+            png_chunk(b"IEND", b""),
+        )
+    )
+
+
+def strip_flood_tiff(strips: int = 200_001) -> bytes:
+    """A 1-pixel-wide, uncompressed 8-bit TIFF of ``strips`` rows, one strip per row.
+
+    Pillow lists and decodes uncompressed strips one by one in Python: 6.5
+    million of them fit in 50 MB and take about half a minute.
+    """
+    import struct
+
+    def entry(tag: int, kind: int, count: int, value: int) -> bytes:
+        return struct.pack("<HHII", tag, kind, count, value)
+
+    offsets_at = 8 + 2 + 9 * 12 + 4
+    counts_at = offsets_at + 4 * strips
+    pixels_at = counts_at + 4 * strips
+    tags = [
+        entry(256, 4, 1, 1),  # width
+        entry(257, 4, 1, strips),  # height
+        entry(258, 3, 1, 8),  # bits per sample
+        entry(259, 3, 1, 1),  # no compression
+        entry(262, 3, 1, 1),  # black is zero
+        entry(273, 4, strips, offsets_at),  # strip offsets
+        entry(277, 3, 1, 1),  # samples per pixel
+        entry(278, 4, 1, 1),  # rows per strip
+        entry(279, 4, strips, counts_at),  # strip byte counts
+    ]
+    return b"".join(
+        (
+            b"II*\0" + struct.pack("<IH", 8, len(tags)),
+            *tags,
+            b"\0\0\0\0",
+            struct.pack(f"<{strips}I", *[pixels_at] * strips),
+            struct.pack(f"<{strips}I", *[1] * strips),
+            b"\x80",
+        )
+    )
+
+
+def hostile_images(full_size: bool = False) -> list[tuple[str, bytes, str]]:
+    """The hostile-input corpus: ``(name, bytes, what it attacks)`` for each attack.
+
+    ``full_size=False`` (the default) gives small versions that still cross
+    every limit of :class:`blipcap.images.ImageLimits` and the structure caps,
+    and generate in well under a second; ``full_size=True`` gives the sizes of
+    the original reports (a 7000x7000 scan bomb, a 24 MB comment flood, a
+    7000x7000 deep TIFF), for benchmarks.
+    """
+    side = 7000 if full_size else 64
+    return [
+        ("scan-bomb.jpg", scan_bomb_jpeg(side, 2000), "decode time: one progressive scan x 2000"),
+        (
+            "comment-flood.jpg",
+            comment_flood_jpeg(6_000_000 if full_size else 20_000),
+            "header parse time: JPEG comment markers walked in Python",
+        ),
+        ("deep.tif", deep_tiff(side), "decode memory: 32-bit pixels from a small deflate TIFF"),
+        ("frames.gif", gif_frame_flood(10_000), "decode time: an animation of 10,000 frames"),
+        (
+            "frames.png",
+            apng_frame_flood(10_000 if full_size else 2_000),
+            "decode time: APNG frames",
+        ),
+        (
+            "strips.tif",
+            strip_flood_tiff(6_000_000 if full_size else 200_001),
+            "decode time: TIFF strips listed and decoded in Python",
+        ),
+        (
+            "chunks.png",
+            png_chunk_flood(2_000_000 if full_size else 60_000),
+            "header parse time: PNG chunks walked in Python",
+        ),
+    ]

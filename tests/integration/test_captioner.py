@@ -81,3 +81,30 @@ def test_prompt_is_stripped_unless_asked(cap):
 def test_shared_captioner_is_one_instance(tiny_checkpoint):
     a = get_captioner(str(tiny_checkpoint), "torch", "cpu", "float32")
     assert get_captioner(str(tiny_checkpoint), "torch", "cpu", "float32") is a
+
+
+def test_fifo_among_files_is_an_item_error_not_a_hang(cap, tmp_path):
+    """A named pipe called *.jpg is never opened for reading: it fails, the others are captioned."""
+    import os
+    import threading
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    good, fifo, good2 = tmp_path / "good.jpg", tmp_path / "fifo.jpg", tmp_path / "good2.jpg"
+    good.write_bytes(jpeg(1))
+    good2.write_bytes(jpeg(2))
+    os.mkfifo(fifo)
+    box = {}
+    thread = threading.Thread(
+        target=lambda: box.update(results=cap.caption([str(good), str(fifo), str(good2)])),
+        daemon=True,
+    )
+    thread.start()
+    thread.join(120)  # a hang-guard only
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # free the blocked reader
+        pytest.fail("captioning blocked on a FIFO")
+    results = box["results"]
+    assert [r.ok for r in results] == [True, False, True]
+    assert results[1].error.type == "InputError"
+    assert "is a named pipe (FIFO), not a regular file" in results[1].error.message

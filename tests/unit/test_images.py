@@ -28,6 +28,7 @@ from blipcap.images import (
     load_image,
     load_input,
 )
+from blipcap.testing import gif_frame_flood, png_chunk
 
 RED, GREEN, BLUE, WHITE, GRAY = (
     (255, 0, 0),
@@ -42,15 +43,6 @@ def encode(im: Image.Image, fmt: str, **kwargs) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format=fmt, **kwargs)
     return buf.getvalue()
-
-
-def png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(payload))
-        + kind
-        + payload
-        + struct.pack(">I", zlib.crc32(kind + payload))
-    )
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -328,13 +320,7 @@ def test_byte_cap_bytes_path_and_stream(tmp_path):
 
 
 def test_ten_thousand_frame_gif_decodes_frame_zero_only(monkeypatch):
-    out = bytearray(b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + bytes(RED + BLUE))
-    out += b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
-    for i in range(10_000):
-        code = 4 | ((i % 2) << 3) | (5 << 6)  # LZW: clear, palette index, end (3-bit codes)
-        out += b"\x21\xf9\x04\x00\x01\x00\x00\x00" + b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0)
-        out += b"\x02\x02" + struct.pack("<H", code) + b"\x00"
-    data = bytes(out + b"\x3b")
+    data = gif_frame_flood(10_000)
     assert Image.open(io.BytesIO(data)).n_frames == 10_000  # the fixture really has 10,000 frames
 
     def forbidden(self):

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import BlipcapError, InputError
-from ..images import DEFAULT_LIMITS, load_image
+from ..images import DEFAULT_LIMITS, load_image, open_regular_file
 from . import media, xmp
 from .store import ImageRecord, PathRecord, Store, WriteBatch
 
@@ -352,9 +352,9 @@ def _under(path: str, folder: str) -> bool:
 
 def _embedded_description(path: str) -> str | None:
     try:
-        with open(path, "rb") as fh:
+        with open_regular_file(path) as fh:
             head = fh.read(4 * 2**20)  # XMP/EXIF live in the first segments
-    except OSError:
+    except (OSError, InputError):
         return None
     return media.read_meta(head).embedded_description
 

@@ -55,10 +55,14 @@ class FileMeta:
 
 
 def sha256_file(path: str | os.PathLike[str], max_bytes: int) -> tuple[str, bytes]:
-    """The SHA-256 of a file and its bytes (read once, capped at ``max_bytes``)."""
-    from ..images import read_capped
+    """The SHA-256 of a file and its bytes (read once, capped at ``max_bytes``).
 
-    with open(path, "rb") as fh:
+    Raises :class:`~blipcap.errors.InputError` for a FIFO, socket or device
+    (reading one could block forever) and for a file over ``max_bytes``.
+    """
+    from ..images import open_regular_file, read_capped
+
+    with open_regular_file(path) as fh:
         data = read_capped(fh, max_bytes, os.fspath(path))
     return hashlib.sha256(data).hexdigest(), data
 

@@ -6,7 +6,9 @@
   every resolved address checked, the checked address connected to, redirects
   re-checked, size cap), in a worker thread under the request's deadline.
 * Bytes are decoded by :func:`blipcap.images.load_image` (format allow-list,
-  byte/pixel/bomb limits) in a worker thread, so the event loop never decodes.
+  byte/pixel/bomb/work limits, the process decode-memory budget) in a worker
+  thread, so the event loop never decodes; a decode stops at the request's
+  deadline or when the request is cancelled.
 
 Per-input failures are kept as :class:`Loaded` items with an error; the
 caller decides (all failed: the first error's status; some failed: per-item
@@ -33,13 +35,14 @@ from starlette.exceptions import HTTPException
 from ..errors import (
     BlipcapError,
     CorruptImageError,
+    DecodeCancelledError,
     FetchError,
     ImageTooLargeError,
     InputError,
     OptionsError,
     UnsupportedFormatError,
 )
-from ..images import ImageLimits, load_image
+from ..images import CancelToken, ImageLimits, load_image
 from ..options import CaptionOptions, resolve_options
 from .config import ServerConfig
 from .schemas import OptionsIn
@@ -231,12 +234,18 @@ def check_caps(options: CaptionOptions, config: ServerConfig) -> None:
         raise RequestError(422, "this server allows " + "; ".join(problems))
 
 
-def _decode(raw: RawInput, limits: ImageLimits, fetch_timeout: float) -> Any:
-    """Fetch (for URLs) and decode one input; runs in a worker thread."""
+def _decode(
+    raw: RawInput, limits: ImageLimits, fetch_timeout: float, cancel: CancelToken | None = None
+) -> Any:
+    """Fetch (for URLs) and decode one input; runs in a worker thread.
+
+    ``cancel`` stops the decode between its phases and while it reads its
+    bytes, so a decode whose request has given up frees its thread and memory.
+    """
     data = raw.data
     if raw.url is not None:
         data = fetch(raw.url, max_bytes=limits.max_bytes, timeout=fetch_timeout)
-    return load_image(data or b"", limits, name=raw.name or "<upload>")
+    return load_image(data or b"", limits, name=raw.name or "<upload>", cancel=cancel)
 
 
 def fetch(url: str, *, max_bytes: int, timeout: float) -> bytes:
@@ -246,34 +255,50 @@ def fetch(url: str, *, max_bytes: int, timeout: float) -> bytes:
     return fetch_url(url, max_bytes=max_bytes, timeout=timeout).data
 
 
+def _out_of_time(raw: RawInput, seconds: float) -> InputError:
+    """Why an input was given up at the request's deadline (a URL and an upload need other fixes)."""
+    if raw.url is not None:
+        return FetchError(
+            f"{raw.name}: not fetched and decoded within {seconds:.3g} s; use a faster host or "
+            "upload the file instead"
+        )
+    return DecodeCancelledError(
+        f"{raw.name}: not decoded within {seconds:.3g} s, the time left to this request; send a "
+        "smaller or simpler image (e.g. a baseline JPEG or an 8-bit PNG)"
+    )
+
+
 async def load_inputs(
     inputs: list[RawInput], config: ServerConfig, deadline: float
 ) -> list[Loaded]:
-    """Fetch and decode every input concurrently in worker threads, within ``deadline``."""
+    """Fetch and decode every input concurrently in worker threads, within ``deadline``.
+
+    A URL's download gets at most ``config.fetch_timeout``; the decode of any
+    input gets what is left of the request's time. Each decode carries a
+    :class:`~blipcap.images.CancelToken` with the request's deadline, cancelled
+    as soon as the request stops waiting for it, so abandoned decodes stop too.
+    """
     limits = config.image_limits
 
     async def one(raw: RawInput) -> Loaded:
         remaining = deadline - time.monotonic()
-        budget = min(config.fetch_timeout, remaining)
-        if budget <= 0:
-            return Loaded(raw.name, error=FetchError(f"{raw.name}: the request deadline passed"))
+        if remaining <= 0:
+            return Loaded(raw.name, error=_out_of_time(raw, 0.0))
+        cancel = CancelToken(deadline)
+        fetch_budget = min(config.fetch_timeout, remaining)
         try:
-            # The fetcher enforces its own total time; the outer wait is a backstop.
+            # The fetcher and the token enforce the times; the outer wait is a backstop.
             image = await asyncio.wait_for(
-                run_in_threadpool(_decode, raw, limits, budget), budget + 1.0
+                run_in_threadpool(_decode, raw, limits, fetch_budget, cancel), remaining + 1.0
             )
             return Loaded(raw.name, image=image)
         except asyncio.TimeoutError:
-            return Loaded(
-                raw.name,
-                error=FetchError(
-                    f"{raw.name}: not fetched and decoded within {budget:g} s; use a faster "
-                    "host or upload the file instead"
-                ),
-            )
+            return Loaded(raw.name, error=_out_of_time(raw, remaining))
         except InputError as exc:
             return Loaded(raw.name, error=exc)
         except TypeError as exc:  # load_image's "not an image source": treat as unusable bytes
             return Loaded(raw.name, error=CorruptImageError(f"{raw.name}: {exc}"))
+        finally:
+            cancel.cancel()  # a no-op when done; stops a decode this request no longer awaits
 
     return list(await asyncio.gather(*(one(raw) for raw in inputs)))

@@ -1,0 +1,61 @@
+"""The server's decode step: separate time budgets and messages for uploads and URLs, and
+decodes that stop when their request gives up on them."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+
+from PIL import Image
+
+from blipcap.errors import DecodeCancelledError, FetchError
+from blipcap.server import inputs
+from blipcap.server.config import ServerConfig
+from blipcap.server.inputs import RawInput, load_inputs
+
+HANG_GUARD_S = 60.0
+
+
+def png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def load(raws, deadline, config=None):
+    return asyncio.run(load_inputs(raws, config or ServerConfig(), deadline))
+
+
+def test_uploads_and_urls_are_decoded_within_the_request():
+    loaded = load([RawInput("a.png", data=png())], time.monotonic() + HANG_GUARD_S)
+    assert loaded[0].error is None and loaded[0].image.size == (8, 8)
+
+
+def test_an_upload_out_of_time_is_not_told_to_use_a_faster_host():
+    past = time.monotonic() - 1
+    upload, url = load([RawInput("a.png", data=png()), RawInput("b", url="https://x/b.png")], past)
+    assert isinstance(upload.error, DecodeCancelledError)
+    assert str(upload.error).startswith("a.png: not decoded within 0 s, the time left to this")
+    assert "faster host" not in str(upload.error)
+    assert isinstance(url.error, FetchError) and "use a faster host" in str(url.error)
+
+
+def test_a_decode_the_request_gave_up_on_stops(monkeypatch):
+    """The decode thread sees its request's deadline through the CancelToken and ends."""
+    stopped = threading.Event()
+
+    def slow_load_image(data, limits, *, name, cancel):
+        try:
+            while True:  # a decode phase boundary, over and over
+                cancel.check(name)
+                time.sleep(0.01)
+        finally:
+            stopped.set()
+
+    monkeypatch.setattr(inputs, "load_image", slow_load_image)
+    loaded = load([RawInput("slow.png", data=b"x")], time.monotonic() + 0.3)
+    assert isinstance(loaded[0].error, DecodeCancelledError)
+    assert "faster host" not in str(loaded[0].error)
+    assert stopped.wait(HANG_GUARD_S), "the decode kept running after its request gave up"
