@@ -39,10 +39,11 @@ from .config import ServerConfig
 from .inputs import Loaded, RequestError, caption_options, load_inputs, parse_request, status_for
 from .limits import (
     ApiKeys,
-    BodyLimitMiddleware,
-    BodyTooLargeError,
+    BodyMiddleware,
+    BodyRules,
     ClientLimiter,
     TooManyRequestsError,
+    UploadSlots,
     retry_after_header,
 )
 from .metrics import Metrics, MetricsMiddleware
@@ -78,6 +79,8 @@ class ServerState:
         self.metrics = Metrics()
         self.api_keys = ApiKeys(config.api_keys)
         self.limiter = ClientLimiter(config.max_client_requests)
+        self.uploads = UploadSlots(config.max_uploads)
+        """Request bodies being received (they hold no place in ``admit`` until complete)."""
         self.features: dict[str, Any] = {}
         self.startup_checks: list[Callable[[], None]] = []
         """Run before readiness (e.g. the search index opens); a failure fails the start."""
@@ -90,6 +93,7 @@ class ServerState:
         )
         self.metrics.bind(
             queue_depth=lambda: self.batcher.queued_images,
+            uploads=lambda: self.uploads.in_use,
             images_per_second=lambda: self.batcher.stats.images_per_second(time.monotonic()),
             ready=lambda: self.ready,
         )
@@ -115,12 +119,14 @@ class ServerState:
 
     @contextlib.contextmanager
     def admit(self, client: str):
-        """Hold a place for one request from arrival to answer, or refuse it now.
+        """Hold a place for one request from its complete body to its answer, or refuse it now.
 
         Besides the image queue, the number of requests in the server at once
-        (reading, decoding, queued, in the model) is bounded by ``max_queue +
+        (decoding, queued, in the model) is bounded by ``max_queue +
         max_batch_size``: a request let in can only find that many ahead of
-        it, so its wait is bounded too; the rest get 503 at once.
+        it, so its wait is bounded too; the rest get 503 at once. Bodies still
+        arriving hold no place here (:class:`~blipcap.server.limits.BodyMiddleware`
+        receives them first, under their own bound).
         """
         with self.limiter.hold(client):
             self.check_accepting()
@@ -280,7 +286,13 @@ def create_app(
         },
     )
     routes = {route.path for route in app.routes}  # type: ignore[attr-defined]
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    # Bodies are received whole (size, deadline, rate, upload bound) before any route runs.
+    app.add_middleware(
+        BodyMiddleware,
+        rules=BodyRules(config.max_body_bytes, config.body_timeout, config.min_body_rate),
+        slots=state.uploads,
+        on_reject=lambda reason: state.metrics.rejected.labels(reason).inc(),
+    )
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -360,8 +372,6 @@ def _install_errors(app: FastAPI, state: ServerState) -> None:
             return error_response(504, str(exc))
         if isinstance(exc, UnauthorizedError):
             return error_response(401, str(exc), {"WWW-Authenticate": "Bearer"})
-        if isinstance(exc, BodyTooLargeError):
-            return error_response(413, str(exc), {"Connection": "close"})
         if isinstance(exc, MissingDependencyError):
             return error_response(501, str(exc))
         status = status_for(exc)
