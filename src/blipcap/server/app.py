@@ -502,7 +502,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             # From here until its images are queued, this request is on its way: a batch
             # may wait a little for it (see plan_batch).
             with state.batcher.expecting(1):
-                parsed = await parse_request(request, config, schemas.CaptionsRequest, set())
+                parsed = await parse_request(request, config, schemas.CaptionsRequest)
                 options = caption_options(parsed.fields.get("options"), config)
                 loaded = await load_inputs(parsed.inputs, config, deadline)
             results = await state.caption_loaded(loaded, options, deadline, client)
@@ -524,7 +524,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         with state.admit(client):
             deadline = time.monotonic() + config.request_timeout
             with state.batcher.expecting(1):
-                parsed = await parse_request(request, config, schemas.SocialRequest, {"platforms"})
+                parsed = await parse_request(request, config, schemas.SocialRequest)
                 opts, platforms = _social_options(parsed.fields, config)
                 base = caption_options(parsed.fields.get("options"), config)
                 try:
@@ -545,54 +545,19 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
 def _social_options(
     fields: dict[str, Any], config: ServerConfig
 ) -> tuple[social.SocialOptions, list[str]]:
-    """SocialOptions from JSON values or form strings."""
-
-    def as_int(name: str, default: int, low: int, high: int) -> int:
-        value = fields.get(name, default)
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise RequestError(422, f"'{name}' must be an integer") from None
-        if not low <= number <= high:
-            raise RequestError(422, f"'{name}' must be between {low} and {high}")
-        return number
-
-    def as_bool(value: Any) -> bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("", "0", "false", "no", "off"):
-            return False
-        raise RequestError(422, f"expected true or false, got {value!r}")
-
-    platforms = fields.get("platforms") or ["x"]
-    for name in platforms:
-        if name not in social.PLATFORMS:
-            raise RequestError(
-                422, f"unknown platform {name!r}; choose from {', '.join(social.PLATFORMS)}"
-            )
-    attribution = fields.get("attribution", False)
-    if isinstance(attribution, str) and attribution.strip().lower() not in (
-        "1",
-        "true",
-        "yes",
-        "on",
-        "",
-        "0",
-        "false",
-        "no",
-        "off",
-    ):
-        text: str | None = attribution.strip()[:200]
+    """SocialOptions from the fields of a validated :class:`~.schemas.SocialRequest`."""
+    most = min(10, config.max_captions)
+    if fields["variants"] > most:
+        raise RequestError(422, f"'variants' must be between 1 and {most} on this server")
+    attribution = fields["attribution"]
+    if isinstance(attribution, str):
+        text = attribution.strip() or None
     else:
-        text = social.DEFAULT_ATTRIBUTION if as_bool(attribution) else None
-    variants = as_int("variants", 1, 1, min(10, config.max_captions))
+        text = social.DEFAULT_ATTRIBUTION if attribution else None
     options = social.SocialOptions(
-        variants=variants,
-        hashtags=as_bool(fields.get("hashtags", False)),
-        max_hashtags=as_int("max_hashtags", 5, 0, 30),
+        variants=fields["variants"],
+        hashtags=fields["hashtags"],
+        max_hashtags=fields["max_hashtags"],
         attribution=text,
     )
-    return options, list(dict.fromkeys(platforms))
+    return options, list(dict.fromkeys(fields["platforms"]))

@@ -75,11 +75,16 @@ MULTIPART_DOCUMENT = {
         "files": {
             "type": "array",
             "items": {"type": "string", "format": "binary"},
+            "minItems": 1,
             "maxItems": 1,
             "description": "One image or PDF.",
         },
         "engine": {"type": "string", "enum": ["rapidocr", "tesseract"]},
-        "lang": {"type": "string", "description": "Tesseract language(s), e.g. eng or deu+eng"},
+        "lang": {
+            "type": "string",
+            "pattern": "^[a-z_+]{3,40}$",
+            "description": "Tesseract language(s), e.g. eng or deu+eng",
+        },
         "caption": {"type": "string", "enum": ["true", "false"]},
     },
     "required": ["files"],
@@ -134,8 +139,8 @@ def _install_alt_text(app: FastAPI, state: Any) -> None:
         client = state.client_of(request)
         with state.admit(client):
             deadline = time.monotonic() + config.request_timeout
-            parsed = await parse_request(request, config, AltTextRequest, set())
-            max_chars = _int_field(parsed.fields.get("max_chars", 150), "max_chars", 20, 1000)
+            parsed = await parse_request(request, config, AltTextRequest)
+            max_chars = parsed.fields["max_chars"]
             options = resolve_options()
             if parsed.fields.get("html") is not None:
                 if parsed.inputs:
@@ -241,16 +246,6 @@ def _finding(f: Any) -> dict[str, Any]:
     }
 
 
-def _int_field(value: Any, name: str, low: int, high: int) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise RequestError(422, f"'{name}' must be an integer") from None
-    if not low <= number <= high:
-        raise RequestError(422, f"'{name}' must be between {low} and {high}")
-    return number
-
-
 # --------------------------------------------------------------------------- documents
 def _install_documents(app: FastAPI, state: Any, default_engine: str) -> None:
     from ..documents import pdf_page_count, read_document
@@ -267,17 +262,12 @@ def _install_documents(app: FastAPI, state: Any, default_engine: str) -> None:
         client = state.client_of(request)
         with state.admit(client):
             deadline = time.monotonic() + config.request_timeout
-            parsed = await parse_request(request, config, DocumentJson, set())
+            parsed = await parse_request(request, config, DocumentJson)
             if len(parsed.inputs) != 1:
                 raise RequestError(422, "send exactly one document per request")
-            fields = parsed.fields
-            engine = fields.get("engine") or default_engine
-            if engine not in ("rapidocr", "tesseract"):
-                raise RequestError(422, "'engine' must be rapidocr or tesseract")
-            lang = str(fields.get("lang") or "eng")
-            if not lang.replace("+", "").replace("_", "").isalpha() or len(lang) > 40:
-                raise RequestError(422, "'lang' must look like eng or deu+eng")
-            want_caption = str(fields.get("caption", True)).lower() not in ("false", "0", "no")
+            engine = parsed.fields.get("engine", default_engine)
+            lang = parsed.fields["lang"]
+            want_caption = parsed.fields["caption"]
             raw = parsed.inputs[0]
             data = raw.data
             if raw.url is not None:

@@ -79,8 +79,10 @@ class SocialRequest(BaseModel):
     variants: Annotated[int, Field(ge=1, le=10)] = 1
     hashtags: bool = False
     max_hashtags: Annotated[int, Field(ge=0, le=30)] = 5
-    attribution: bool | Annotated[str, Field(max_length=200)] = False
-    """true adds "Machine-generated description."; a string adds that text instead."""
+    attribution: Annotated[
+        bool | Annotated[str, Field(max_length=200)], Field(union_mode="left_to_right")
+    ] = False
+    """true adds "Machine-generated description."; other text adds that text instead."""
     options: OptionsIn | None = None
 
 
@@ -198,6 +200,7 @@ MULTIPART_CAPTIONS = {
         "files": {
             "type": "array",
             "items": {"type": "string", "format": "binary"},
+            "minItems": 1,
             "description": "One or more images (JPEG, PNG, WebP, GIF, BMP, TIFF; HEIF/AVIF where installed).",
         },
         "options": {
@@ -216,11 +219,17 @@ MULTIPART_SOCIAL = {
         "platforms": {
             "type": "array",
             "items": {"type": "string", "enum": ["x", "mastodon", "bluesky", "instagram"]},
+            "minItems": 1,
+            "maxItems": 4,
         },
         "variants": {"type": "integer", "minimum": 1, "maximum": 10},
         "hashtags": {"type": "boolean"},
         "max_hashtags": {"type": "integer", "minimum": 0, "maximum": 30},
-        "attribution": {"type": "string", "description": "'true', or the attribution text"},
+        "attribution": {
+            "type": "string",
+            "maxLength": 200,
+            "description": "'true' or 'false', or the attribution text",
+        },
         "options": MULTIPART_CAPTIONS["properties"]["options"],
     },
     "required": ["files"],
