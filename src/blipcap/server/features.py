@@ -26,6 +26,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from .._optional import available
@@ -45,8 +46,8 @@ class AltTextRequest(BaseModel):
         json_schema_extra={"oneOf": [{"required": ["html"]}, {"required": ["images"]}]},
     )
 
-    html: Annotated[str, Field(max_length=2_000_000)] | None = None
-    images: Annotated[list[schemas.ImageRef], Field(min_length=1)] | None = None
+    html: Annotated[str, Field(max_length=2_000_000)] | SkipJsonSchema[None] = None
+    images: Annotated[list[schemas.ImageRef], Field(min_length=1)] | SkipJsonSchema[None] = None
     max_chars: Annotated[int, Field(ge=20, le=1000)] = 150
 
 
@@ -399,7 +400,11 @@ def _install_search(app: FastAPI, state: Any) -> None:
         "/v1/thumbnails/{sha256}",
         tags=["search"],
         response_class=Response,
-        responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": schemas.ErrorResponse}},
+        responses={
+            200: {"content": {"image/jpeg": {}}},
+            404: {"model": schemas.ErrorResponse, "description": "No indexed image has this hash"},
+            **{code: _ERRORS[code] for code in (401, 422)},
+        },
     )
     async def thumbnail(
         request: Request, sha256: Annotated[str, PathParam(pattern=r"^[0-9a-f]{64}$")]

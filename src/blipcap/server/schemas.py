@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -49,9 +50,10 @@ class ImageRef(BaseModel):
         json_schema_extra={"oneOf": [{"required": ["url"]}, {"required": ["base64"]}]},
     )
 
-    url: Annotated[str, Field(max_length=4096)] | None = None
-    base64: str | None = None
-    name: Annotated[str, Field(max_length=255)] | None = None
+    # Not nullable in the schema: a key given must hold a value (null is not "no URL").
+    url: Annotated[str, Field(max_length=4096)] | SkipJsonSchema[None] = None
+    base64: str | SkipJsonSchema[None] = None
+    name: Annotated[str, Field(max_length=255)] | SkipJsonSchema[None] = None
     """A label for the result's ``path`` (default: the URL, or null)."""
 
     @model_validator(mode="after")
