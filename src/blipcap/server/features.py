@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import io
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -30,12 +31,12 @@ from pydantic.json_schema import SkipJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from .._optional import available
-from ..errors import InputError
+from ..errors import ImageTooLargeError, InputError, UnsupportedFormatError
 from ..options import resolve_options
 from ..text import to_alt_text
 from . import schemas
 from .batcher import DeadlineError, QueueFullError
-from .inputs import Loaded, RawInput, RequestError, load_inputs, parse_request
+from .inputs import Loaded, RawInput, RequestError, load_inputs, parse_request, status_for
 
 
 class AltTextRequest(BaseModel):
@@ -299,38 +300,52 @@ def _install_documents(app: FastAPI, state: Any, default_engine: str) -> None:
             finally:
                 waiting -= 1
         if doc.error:
-            status = {"UnsupportedFormatError": 415, "ImageTooLargeError": 413}.get(
-                doc.error["type"], 422
-            )
-            return JSONResponse({"detail": doc.error["message"]}, status_code=status)
+            error = _ERROR_TYPES.get(doc.error["type"], InputError)(doc.error["message"])
+            return JSONResponse({"detail": str(error)}, status_code=status_for(error))
         record = doc.to_dict()
         record["random_weights"] = bool(getattr(state.captioner, "random_weights", False))
         return JSONResponse(record)
 
 
+_ERROR_TYPES = {cls.__name__: cls for cls in (UnsupportedFormatError, ImageTooLargeError)}
+
+
 def _read_upload(data: bytes, name, read_document, pdf_page_count, captioner, engine, lang):
-    """Write the upload to a private temporary file and read it (documents work on paths)."""
+    """Write the upload to a private temporary file and read it (documents work on paths).
+
+    Every message names the upload by its client file name (else "document"),
+    never by the server's temporary path.
+    """
     label = name or "document"
+    is_pdf = data[:5] == b"%PDF-"
     with tempfile.TemporaryDirectory(prefix="blipcap-doc-") as tmp:
-        path = Path(tmp) / ("upload.pdf" if data[:5] == b"%PDF-" else "upload")
+        path = Path(tmp) / ("upload.pdf" if is_pdf else "upload")
         path.write_bytes(data)
         os.chmod(path, 0o600)
-        if data[:5] == b"%PDF-":
-            try:
-                pages = pdf_page_count(path)
-            except InputError as exc:
-                raise RequestError(422, f"{label}: {exc}") from None
-            if pages > MAX_PDF_PAGES:
-                raise RequestError(
-                    413,
-                    f"{label}: {pages} pages; the server reads at most {MAX_PDF_PAGES} per "
-                    "request. Split the PDF, or use 'blipcap document' locally.",
-                )
-        doc = read_document(path, captioner=captioner, engine=engine, lang=lang)
+        try:
+            if is_pdf:
+                _check_pages(pdf_page_count(path), label)
+            doc = read_document(path, captioner=captioner, engine=engine, lang=lang)
+        except InputError as exc:
+            raise RequestError(status_for(exc), _relabel(str(exc), tmp, label)) from None
     doc.path = label
     if doc.error:
-        doc.error["message"] = doc.error["message"].replace(str(path), label)
+        doc.error["message"] = _relabel(doc.error["message"], tmp, label)
     return doc
+
+
+def _check_pages(pages: int, label: str) -> None:
+    if pages > MAX_PDF_PAGES:
+        raise RequestError(
+            413,
+            f"{label}: {pages} pages; the server reads at most {MAX_PDF_PAGES} per "
+            "request. Split the PDF, or use 'blipcap document' locally.",
+        )
+
+
+def _relabel(message: str, tmp: str, label: str) -> str:
+    """``message`` with every path in the temporary directory ``tmp`` replaced by ``label``."""
+    return re.sub(re.escape(tmp) + r"[^\s:'\"]*", lambda _: label, message)
 
 
 # --------------------------------------------------------------------------- search
