@@ -1,12 +1,13 @@
 """Slow uploads: cut off with 408, bounded, and never in the way of complete requests.
 
 A handful of raw sockets send a multipart header and then nothing more; the
-server is configured with a 2 s body deadline so the tests finish fast. The
+server is configured with a short body deadline (8 s, room to see them open first). The
 waits below are hang-guards only: the tests assert statuses, never timings.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
@@ -33,8 +34,14 @@ def captioner(tiny_checkpoint):
     return Captioner(str(tiny_checkpoint), backend="torch", device="cpu")
 
 
-def serve(captioner, **settings) -> Live:
-    return Live(create_app(ServerConfig(max_wait_ms=1, **settings), captioner=captioner))
+@contextlib.contextmanager
+def serve(captioner, **settings):
+    """A live server with ``settings`` and the port of its socket."""
+    live = Live(create_app(ServerConfig(max_wait_ms=1, **settings), captioner=captioner))
+    try:
+        yield live, int(live.url.rsplit(":", 1)[1])
+    finally:
+        live.close()
 
 
 def start_slow_upload(port: int) -> socket.socket:
@@ -71,11 +78,8 @@ def caption(live: Live) -> int:
 
 def test_slow_uploads_hold_no_request_place_and_get_408(captioner):
     # Places for 3 requests in the server (max_queue + max_batch_size); 6 slow uploads.
-    live = serve(
-        captioner, body_timeout=2.0, max_queue=2, max_batch_size=1, max_images_per_request=1
-    )
-    try:
-        port = int(live.url.rsplit(":", 1)[1])
+    settings = dict(body_timeout=8.0, max_queue=2, max_batch_size=1, max_images_per_request=1)
+    with serve(captioner, **settings) as (live, port):
         slow = [start_slow_upload(port) for _ in range(6)]
         until(lambda: live.state.uploads.in_use == 6)
         assert live.client.get("/readyz").status_code == 200
@@ -87,14 +91,10 @@ def test_slow_uploads_hold_no_request_place_and_get_408(captioner):
         assert live.state.uploads.in_use == 0
         metrics = live.client.get("/metrics").text
         assert 'blipcap_rejected_total{reason="slow_body"} 6.0' in metrics
-    finally:
-        live.close()
 
 
 def test_uploads_past_the_bound_get_503_but_complete_requests_are_served(captioner):
-    live = serve(captioner, body_timeout=60.0, max_uploads=2)
-    try:
-        port = int(live.url.rsplit(":", 1)[1])
+    with serve(captioner, body_timeout=60.0, max_uploads=2) as (live, port):
         holding = [start_slow_upload(port) for _ in range(2)]
         until(lambda: live.state.uploads.in_use == 2)
         status, body = answer(start_slow_upload(port))
@@ -104,20 +104,14 @@ def test_uploads_past_the_bound_get_503_but_complete_requests_are_served(caption
         for sock in holding:
             sock.close()
         until(lambda: live.state.uploads.in_use == 0)  # a client that leaves frees its place
-    finally:
-        live.close()
 
 
 def test_minimum_rate_cuts_off_a_dripping_body_before_its_deadline(captioner):
     # A 10-minute deadline, but a rate the client does not keep: 408 once the grace is over.
-    live = serve(captioner, body_timeout=600.0, min_body_rate=1_000_000.0)
-    try:
-        port = int(live.url.rsplit(":", 1)[1])
+    with serve(captioner, body_timeout=600.0, min_body_rate=1_000_000.0) as (live, port):
         status, body = answer(start_slow_upload(port))
         assert status == 408, body
         assert b"1000 kB/s" in body and b"--min-body-rate" in body
-    finally:
-        live.close()
 
 
 def test_body_settings_are_checked():
