@@ -47,10 +47,12 @@ def test_sigterm_drains_in_flight_requests_and_exits(tiny_checkpoint):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # One image per model batch, and slow options (8 beams, 60 tokens forced: about
-    # 0.25 s a request on a 2-core machine), so 10 requests keep the server busy.
+    # 0.25 s a request on a 2-core machine), so 10 requests keep the server busy. The request
+    # deadline is long: on a machine busy with other jobs the last of them waits over 60 s.
     proc = subprocess.Popen(
         [BLIPCAP, "serve", "--port", str(port), "--model", str(tiny_checkpoint), "--backend", "torch",
-         "--device", "cpu", "--max-batch-size", "1", "--grace-period", "120", "--log-level", "info"],
+         "--device", "cpu", "--max-batch-size", "1", "--grace-period", "120", "--log-level", "info",
+         "--request-timeout", "600"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
