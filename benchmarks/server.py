@@ -14,7 +14,13 @@ Three phases, all on loopback, bounded in requests and time:
 Random weights with a forced generated length (speed does not depend on the
 weight values once the length is fixed).
 
+``--scenario slow-clients`` measures something else: one client's latency
+while N connections (default 80) upload as slowly as they can - a multipart
+header, then one byte every few seconds, reconnecting when the server cuts
+them off - against the same client's latency on the idle server just before.
+
     python benchmarks/server.py                        # tiny shape, quick
+    python benchmarks/server.py --scenario slow-clients --slow-clients 80
     python benchmarks/server.py --shape small --requests 160
     python benchmarks/server.py --model ./blip-base --tokens 20
 """
@@ -142,6 +148,14 @@ class Server:
                 out[name] = float(value)
         return out
 
+    def gauge(self, name: str) -> float:
+        import httpx
+
+        for line in httpx.get(self.url + "/metrics", timeout=10).text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return float("nan")  # an older server without this metric
+
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process so far (all its threads)."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -264,6 +278,89 @@ def overload(server: Server, images: list[bytes], rate: float, seconds: float, t
     }
 
 
+def latencies(server: Server, image: bytes, tokens: int, seconds: float) -> dict:
+    """One client sending single-image requests back to back for ``seconds``."""
+    import httpx
+
+    statuses: list[int] = []
+    times: list[float] = []
+    end = time.perf_counter() + seconds
+    with httpx.Client(timeout=120) as client:
+        while time.perf_counter() < end:
+            status, took, _ = post(client, server.url, image, tokens)
+            statuses.append(status)
+            times.append(took)
+    times.sort()
+    return {
+        "requests": len(times),
+        "statuses": {str(code): statuses.count(code) for code in sorted(set(statuses))},
+        "p50_s": round(times[len(times) // 2], 4),
+        "p95_s": round(times[min(len(times) - 1, int(0.95 * len(times)))], 4),
+    }
+
+
+SLOW_HEAD = (
+    b"POST /v1/captions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    b"Content-Type: multipart/form-data; boundary=slow\r\nContent-Length: 1000000\r\n\r\n"
+    b'--slow\r\nContent-Disposition: form-data; name="files"; filename="slow.jpg"\r\n\r\n'
+)
+
+
+def slow_upload(port: int, interval: float, stop: threading.Event, answers: list[int]) -> None:
+    """Upload as slowly as possible until ``stop``: the multipart header, then one byte every
+    ``interval`` s; when the server answers or closes, note its status and start again."""
+    while not stop.is_set():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(SLOW_HEAD)
+                sock.settimeout(interval)
+                while not stop.is_set():
+                    try:
+                        reply = sock.recv(4096)  # waits up to `interval` for an answer
+                    except TimeoutError:
+                        sock.sendall(b"\xff")
+                        continue
+                    answers.append(int(reply.split(b" ", 2)[1]) if reply[:5] == b"HTTP/" else 0)
+                    break
+        except OSError:
+            answers.append(-1)
+            stop.wait(0.1)
+
+
+def slow_clients(server: Server, image: bytes, args: argparse.Namespace) -> dict:
+    """A normal client's latency, idle and then with ``args.slow_clients`` slow uploads open."""
+    idle = latencies(server, image, args.tokens, args.slow_idle_seconds)
+    stop = threading.Event()
+    answers: list[int] = []
+    threads = [
+        threading.Thread(
+            target=slow_upload, args=(server.port, args.slow_interval, stop, answers), daemon=True
+        )
+        for _ in range(args.slow_clients)
+    ]
+    for th in threads:
+        th.start()
+    time.sleep(2.0)  # all connected, past the window in which a body needs no upload place
+    try:
+        loaded = latencies(server, image, args.tokens, args.slow_seconds)
+        uploads = server.gauge("blipcap_uploads_in_progress")
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(args.slow_interval + 15)
+    ratio = loaded["p95_s"] / idle["p95_s"]
+    return {
+        "slow_clients": args.slow_clients,
+        "interval_s": args.slow_interval,
+        "idle": idle,
+        "with_slow_clients": loaded,
+        "uploads_in_progress_at_end": uploads,
+        "slow_answers": {str(code): answers.count(code) for code in sorted(set(answers))},
+        "p95_ratio": round(ratio, 2),
+        "goal_met": set(loaded["statuses"]) == {"200"} and ratio <= 2.0,
+    }
+
+
 def http_overhead(image: bytes, tokens: int, n: int = 200) -> dict:
     """CPU and wall time per request with a model that does nothing (client and server in
     this process): the price of HTTP, multipart parsing, decoding and JSON per image."""
@@ -310,6 +407,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    ap.add_argument("--scenario", default="throughput", choices=["throughput", "slow-clients"])
     ap.add_argument("--shape", default="tiny", choices=["tiny", "small", "base", "large"])
     ap.add_argument("--model", default=None, help="A checkpoint directory instead of --shape.")
     ap.add_argument(
@@ -329,7 +427,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="Alternating offline/server rounds.")
     ap.add_argument("--timeout", type=float, default=120.0, help="Server --request-timeout.")
     ap.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
+    slow = ap.add_argument_group("slow-clients scenario")
+    slow.add_argument("--slow-clients", type=int, default=80, help="Slow uploads kept open.")
+    slow.add_argument("--slow-interval", type=float, default=5.0, help="Seconds between bytes.")
+    slow.add_argument("--slow-seconds", type=float, default=40.0, help="Measured with them open.")
+    slow.add_argument("--slow-idle-seconds", type=float, default=15.0, help="Measured idle.")
     args = ap.parse_args()
+    if args.scenario == "slow-clients":
+        run_slow_clients(args)
+        return
 
     model = args.model or str(random_checkpoint(args.shape))
     width, height = (int(v) for v in args.size.split("x"))
@@ -420,6 +526,34 @@ def main() -> None:
         f"{ov['accepted_p50_s']} s, p99 {ov['accepted_p99_s']} s (bound {ov['p99_bound_s']} s)",
     ]
     print("\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def run_slow_clients(args: argparse.Namespace) -> None:
+    model = args.model or str(random_checkpoint(args.shape))
+    width, height = (int(v) for v in args.size.split("x"))
+    image = jpeg_bytes(1, width, height)[0]
+    server = Server(model, args.batch, args.wait_ms, queue=args.queue, timeout=args.timeout)
+    try:
+        latencies(server, image, args.tokens, 2.0)  # warm-up
+        report = slow_clients(server, image, args)
+    finally:
+        server.stop()
+    report["machine"] = machine()
+    report["model"] = args.model or f"random {args.shape} shape"
+    idle, loaded = report["idle"], report["with_slow_clients"]
+    print(
+        f"model: {report['model']}, {args.tokens} tokens, {width}x{height} JPEG\n"
+        f"idle: {idle['requests']} requests, statuses {idle['statuses']}, "
+        f"p50 {idle['p50_s']} s, p95 {idle['p95_s']} s\n"
+        f"with {args.slow_clients} slow uploads (a byte every {args.slow_interval:g} s): "
+        f"{loaded['requests']} requests, statuses {loaded['statuses']}, "
+        f"p50 {loaded['p50_s']} s, p95 {loaded['p95_s']} s = {report['p95_ratio']} x idle p95\n"
+        f"slow uploads answered {report['slow_answers']}; "
+        f"{report['uploads_in_progress_at_end']:g} uploads in progress at the end\n"
+        f"goal (all 200, p95 at most 2 x idle): {'met' if report['goal_met'] else 'NOT met'}"
+    )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -142,6 +142,34 @@ def test_documents_reads_the_text(live, captioner):
     assert r.status_code == 415 and r.json()["detail"].startswith("x.txt: not an image")
 
 
+@pytest.mark.parametrize(
+    "name, data, status, message",
+    [
+        ("report.pdf", b"%PDF-1.4\nnot really a PDF\n", 422, "report.pdf: not a readable PDF"),
+        ("notes.txt", b"plain text", 415, "notes.txt: not an image"),
+        (None, b"%PDF-1.4\nnot really a PDF\n", 422, "document: not a readable PDF"),
+    ],
+)
+def test_document_errors_name_the_upload_never_a_server_path(live, name, data, status, message):
+    if "documents" not in live.client.get("/v1/info").json()["features"]:
+        pytest.skip("no OCR engine installed (pip install 'blipcap[ocr]')")
+    files = [("files", (name, data, "application/octet-stream"))] if name else None
+    if name is None:  # a part without a file name
+        body = (
+            b'--b\r\nContent-Disposition: form-data; name="files"; filename=""\r\n\r\n'
+            + data
+            + b"\r\n--b--\r\n"
+        )
+        headers = {"Content-Type": "multipart/form-data; boundary=b"}
+        r = live.client.post("/v1/documents", content=body, headers=headers)
+    else:
+        r = live.client.post("/v1/documents", files=files)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert detail.startswith(message)
+    assert "blipcap-doc-" not in detail and "/tmp" not in detail and "upload" not in detail
+
+
 def test_search_with_thumbnails(live, indexed):
     root, db = indexed
     from blipcap.index import open_store

@@ -82,6 +82,27 @@ requests in flight finish (up to --grace-period seconds), then it exits.
     help="Largest request body (413 beyond).",
 )
 @click.option(
+    "--body-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a client has to send its whole request body; then 408.",
+)
+@click.option(
+    "--min-body-rate",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="kB/s a request body must average after its first 5 s, else 408. 0: no minimum.",
+)
+@click.option(
+    "--max-uploads",
+    default=128,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most large or slow request bodies received at once; beyond it: 503 after 1 s.",
+)
+@click.option(
     "--max-images",
     default=16,
     show_default=True,
@@ -117,8 +138,8 @@ requests in flight finish (up to --grace-period seconds), then it exits.
 )
 def serve(
     host, port, model, backend, device, dtype, db, max_batch_size, max_wait_ms, max_queue,
-    max_client_requests, request_timeout, max_body_mb, max_images, api_keys, cors_origins,
-    grace_period, log_level,
+    max_client_requests, request_timeout, max_body_mb, body_timeout, min_body_rate, max_uploads,
+    max_images, api_keys, cors_origins, grace_period, log_level,
 ):  # fmt: skip
     """Serve the captioning API and web page (one shared model, dynamic batching)."""
     from .._optional import require
@@ -142,6 +163,9 @@ def serve(
             max_client_requests=max_client_requests,
             request_timeout=request_timeout,
             max_body_bytes=int(max_body_mb * 1_000_000),
+            body_timeout=body_timeout,
+            min_body_rate=min_body_rate * 1000,
+            max_uploads=max_uploads,
             max_images_per_request=min(max_images, max_queue),
             api_keys=keys,
             cors_origins=tuple(cors_origins),
@@ -170,6 +194,9 @@ def serve(
             app.state.blipcap.draining = True
             super().handle_exit(sig, frame)
 
+    # uvicorn itself times out neither headers nor bodies and, without limit_concurrency
+    # (left unset on purpose), refuses nothing: the app receives every body under its own
+    # deadline, rate and upload bound before a request counts as in progress (see limits.py).
     server = Server(
         uvicorn.Config(
             app,

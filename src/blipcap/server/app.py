@@ -39,10 +39,11 @@ from .config import ServerConfig
 from .inputs import Loaded, RequestError, caption_options, load_inputs, parse_request, status_for
 from .limits import (
     ApiKeys,
-    BodyLimitMiddleware,
-    BodyTooLargeError,
+    BodyMiddleware,
+    BodyRules,
     ClientLimiter,
     TooManyRequestsError,
+    UploadSlots,
     retry_after_header,
 )
 from .metrics import Metrics, MetricsMiddleware
@@ -78,6 +79,8 @@ class ServerState:
         self.metrics = Metrics()
         self.api_keys = ApiKeys(config.api_keys)
         self.limiter = ClientLimiter(config.max_client_requests)
+        self.uploads = UploadSlots(config.max_uploads)
+        """Request bodies being received (they hold no place in ``admit`` until complete)."""
         self.features: dict[str, Any] = {}
         self.startup_checks: list[Callable[[], None]] = []
         """Run before readiness (e.g. the search index opens); a failure fails the start."""
@@ -90,6 +93,7 @@ class ServerState:
         )
         self.metrics.bind(
             queue_depth=lambda: self.batcher.queued_images,
+            uploads=lambda: self.uploads.in_use,
             images_per_second=lambda: self.batcher.stats.images_per_second(time.monotonic()),
             ready=lambda: self.ready,
         )
@@ -115,12 +119,14 @@ class ServerState:
 
     @contextlib.contextmanager
     def admit(self, client: str):
-        """Hold a place for one request from arrival to answer, or refuse it now.
+        """Hold a place for one request from its complete body to its answer, or refuse it now.
 
         Besides the image queue, the number of requests in the server at once
-        (reading, decoding, queued, in the model) is bounded by ``max_queue +
+        (decoding, queued, in the model) is bounded by ``max_queue +
         max_batch_size``: a request let in can only find that many ahead of
-        it, so its wait is bounded too; the rest get 503 at once.
+        it, so its wait is bounded too; the rest get 503 at once. Bodies still
+        arriving hold no place here (:class:`~blipcap.server.limits.BodyMiddleware`
+        receives them first, under their own bound).
         """
         with self.limiter.hold(client):
             self.check_accepting()
@@ -280,7 +286,13 @@ def create_app(
         },
     )
     routes = {route.path for route in app.routes}  # type: ignore[attr-defined]
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    # Bodies are received whole (size, deadline, rate, upload bound) before any route runs.
+    app.add_middleware(
+        BodyMiddleware,
+        rules=BodyRules(config.max_body_bytes, config.body_timeout, config.min_body_rate),
+        slots=state.uploads,
+        on_reject=lambda reason: state.metrics.rejected.labels(reason).inc(),
+    )
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -360,8 +372,6 @@ def _install_errors(app: FastAPI, state: ServerState) -> None:
             return error_response(504, str(exc))
         if isinstance(exc, UnauthorizedError):
             return error_response(401, str(exc), {"WWW-Authenticate": "Bearer"})
-        if isinstance(exc, BodyTooLargeError):
-            return error_response(413, str(exc), {"Connection": "close"})
         if isinstance(exc, MissingDependencyError):
             return error_response(501, str(exc))
         status = status_for(exc)
@@ -492,7 +502,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             # From here until its images are queued, this request is on its way: a batch
             # may wait a little for it (see plan_batch).
             with state.batcher.expecting(1):
-                parsed = await parse_request(request, config, schemas.CaptionsRequest, set())
+                parsed = await parse_request(request, config, schemas.CaptionsRequest)
                 options = caption_options(parsed.fields.get("options"), config)
                 loaded = await load_inputs(parsed.inputs, config, deadline)
             results = await state.caption_loaded(loaded, options, deadline, client)
@@ -514,7 +524,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
         with state.admit(client):
             deadline = time.monotonic() + config.request_timeout
             with state.batcher.expecting(1):
-                parsed = await parse_request(request, config, schemas.SocialRequest, {"platforms"})
+                parsed = await parse_request(request, config, schemas.SocialRequest)
                 opts, platforms = _social_options(parsed.fields, config)
                 base = caption_options(parsed.fields.get("options"), config)
                 try:
@@ -535,54 +545,19 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
 def _social_options(
     fields: dict[str, Any], config: ServerConfig
 ) -> tuple[social.SocialOptions, list[str]]:
-    """SocialOptions from JSON values or form strings."""
-
-    def as_int(name: str, default: int, low: int, high: int) -> int:
-        value = fields.get(name, default)
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise RequestError(422, f"'{name}' must be an integer") from None
-        if not low <= number <= high:
-            raise RequestError(422, f"'{name}' must be between {low} and {high}")
-        return number
-
-    def as_bool(value: Any) -> bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("", "0", "false", "no", "off"):
-            return False
-        raise RequestError(422, f"expected true or false, got {value!r}")
-
-    platforms = fields.get("platforms") or ["x"]
-    for name in platforms:
-        if name not in social.PLATFORMS:
-            raise RequestError(
-                422, f"unknown platform {name!r}; choose from {', '.join(social.PLATFORMS)}"
-            )
-    attribution = fields.get("attribution", False)
-    if isinstance(attribution, str) and attribution.strip().lower() not in (
-        "1",
-        "true",
-        "yes",
-        "on",
-        "",
-        "0",
-        "false",
-        "no",
-        "off",
-    ):
-        text: str | None = attribution.strip()[:200]
+    """SocialOptions from the fields of a validated :class:`~.schemas.SocialRequest`."""
+    most = min(10, config.max_captions)
+    if fields["variants"] > most:
+        raise RequestError(422, f"'variants' must be between 1 and {most} on this server")
+    attribution = fields["attribution"]
+    if isinstance(attribution, str):
+        text = attribution.strip() or None
     else:
-        text = social.DEFAULT_ATTRIBUTION if as_bool(attribution) else None
-    variants = as_int("variants", 1, 1, min(10, config.max_captions))
+        text = social.DEFAULT_ATTRIBUTION if attribution else None
     options = social.SocialOptions(
-        variants=variants,
-        hashtags=as_bool(fields.get("hashtags", False)),
-        max_hashtags=as_int("max_hashtags", 5, 0, 30),
+        variants=fields["variants"],
+        hashtags=fields["hashtags"],
+        max_hashtags=fields["max_hashtags"],
         attribution=text,
     )
-    return options, list(dict.fromkeys(platforms))
+    return options, list(dict.fromkeys(fields["platforms"]))

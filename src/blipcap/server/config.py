@@ -32,6 +32,12 @@ class ServerConfig:
 
     # Input edges
     max_body_bytes: int = 25_000_000
+    body_timeout: float = 60.0
+    """Seconds a client has to send its whole request body; then 408."""
+    min_body_rate: float = 10_000.0
+    """Bytes per second a body must average after its first 5 s, else 408 (0: no minimum)."""
+    max_uploads: int = 128
+    """Most request bodies being received at once (bounds their memory); then a short wait, 503."""
     max_images_per_request: int = 16
     max_pixels: int = 50_000_000
     fetch_timeout: float = 10.0
@@ -54,6 +60,9 @@ class ServerConfig:
             "max_client_requests": self.max_client_requests >= 0,
             "request_timeout": self.request_timeout > 0,
             "max_body_bytes": self.max_body_bytes >= 1,
+            "body_timeout": self.body_timeout > 0,
+            "min_body_rate": self.min_body_rate >= 0,
+            "max_uploads": self.max_uploads >= 1,
             "max_images_per_request": 1 <= self.max_images_per_request <= self.max_queue,
             "max_pixels": self.max_pixels >= 1,
             "fetch_timeout": self.fetch_timeout > 0,
@@ -64,7 +73,7 @@ class ServerConfig:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(
-                f"invalid server setting(s): {', '.join(bad)} (sizes and times must be positive; "
+                f"invalid server setting(s): {', '.join(bad)} (sizes and times must be positive, min_body_rate at least 0; "
                 "max_images_per_request must be between 1 and max_queue)"
             )
 

@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import io
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -26,15 +27,16 @@ from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from .._optional import available
-from ..errors import InputError
+from ..errors import ImageTooLargeError, InputError, UnsupportedFormatError
 from ..options import resolve_options
 from ..text import to_alt_text
 from . import schemas
 from .batcher import DeadlineError, QueueFullError
-from .inputs import Loaded, RawInput, RequestError, load_inputs, parse_request
+from .inputs import Loaded, RawInput, RequestError, load_inputs, parse_request, status_for
 
 
 class AltTextRequest(BaseModel):
@@ -45,8 +47,8 @@ class AltTextRequest(BaseModel):
         json_schema_extra={"oneOf": [{"required": ["html"]}, {"required": ["images"]}]},
     )
 
-    html: Annotated[str, Field(max_length=2_000_000)] | None = None
-    images: Annotated[list[schemas.ImageRef], Field(min_length=1)] | None = None
+    html: Annotated[str, Field(max_length=2_000_000)] | SkipJsonSchema[None] = None
+    images: Annotated[list[schemas.ImageRef], Field(min_length=1)] | SkipJsonSchema[None] = None
     max_chars: Annotated[int, Field(ge=20, le=1000)] = 150
 
 
@@ -75,11 +77,16 @@ MULTIPART_DOCUMENT = {
         "files": {
             "type": "array",
             "items": {"type": "string", "format": "binary"},
+            "minItems": 1,
             "maxItems": 1,
             "description": "One image or PDF.",
         },
         "engine": {"type": "string", "enum": ["rapidocr", "tesseract"]},
-        "lang": {"type": "string", "description": "Tesseract language(s), e.g. eng or deu+eng"},
+        "lang": {
+            "type": "string",
+            "pattern": "^[a-z_+]{3,40}$",
+            "description": "Tesseract language(s), e.g. eng or deu+eng",
+        },
         "caption": {"type": "string", "enum": ["true", "false"]},
     },
     "required": ["files"],
@@ -134,8 +141,8 @@ def _install_alt_text(app: FastAPI, state: Any) -> None:
         client = state.client_of(request)
         with state.admit(client):
             deadline = time.monotonic() + config.request_timeout
-            parsed = await parse_request(request, config, AltTextRequest, set())
-            max_chars = _int_field(parsed.fields.get("max_chars", 150), "max_chars", 20, 1000)
+            parsed = await parse_request(request, config, AltTextRequest)
+            max_chars = parsed.fields["max_chars"]
             options = resolve_options()
             if parsed.fields.get("html") is not None:
                 if parsed.inputs:
@@ -241,16 +248,6 @@ def _finding(f: Any) -> dict[str, Any]:
     }
 
 
-def _int_field(value: Any, name: str, low: int, high: int) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise RequestError(422, f"'{name}' must be an integer") from None
-    if not low <= number <= high:
-        raise RequestError(422, f"'{name}' must be between {low} and {high}")
-    return number
-
-
 # --------------------------------------------------------------------------- documents
 def _install_documents(app: FastAPI, state: Any, default_engine: str) -> None:
     from ..documents import pdf_page_count, read_document
@@ -267,17 +264,12 @@ def _install_documents(app: FastAPI, state: Any, default_engine: str) -> None:
         client = state.client_of(request)
         with state.admit(client):
             deadline = time.monotonic() + config.request_timeout
-            parsed = await parse_request(request, config, DocumentJson, set())
+            parsed = await parse_request(request, config, DocumentJson)
             if len(parsed.inputs) != 1:
                 raise RequestError(422, "send exactly one document per request")
-            fields = parsed.fields
-            engine = fields.get("engine") or default_engine
-            if engine not in ("rapidocr", "tesseract"):
-                raise RequestError(422, "'engine' must be rapidocr or tesseract")
-            lang = str(fields.get("lang") or "eng")
-            if not lang.replace("+", "").replace("_", "").isalpha() or len(lang) > 40:
-                raise RequestError(422, "'lang' must look like eng or deu+eng")
-            want_caption = str(fields.get("caption", True)).lower() not in ("false", "0", "no")
+            engine = parsed.fields.get("engine", default_engine)
+            lang = parsed.fields["lang"]
+            want_caption = parsed.fields["caption"]
             raw = parsed.inputs[0]
             data = raw.data
             if raw.url is not None:
@@ -308,38 +300,52 @@ def _install_documents(app: FastAPI, state: Any, default_engine: str) -> None:
             finally:
                 waiting -= 1
         if doc.error:
-            status = {"UnsupportedFormatError": 415, "ImageTooLargeError": 413}.get(
-                doc.error["type"], 422
-            )
-            return JSONResponse({"detail": doc.error["message"]}, status_code=status)
+            error = _ERROR_TYPES.get(doc.error["type"], InputError)(doc.error["message"])
+            return JSONResponse({"detail": str(error)}, status_code=status_for(error))
         record = doc.to_dict()
         record["random_weights"] = bool(getattr(state.captioner, "random_weights", False))
         return JSONResponse(record)
 
 
+_ERROR_TYPES = {cls.__name__: cls for cls in (UnsupportedFormatError, ImageTooLargeError)}
+
+
 def _read_upload(data: bytes, name, read_document, pdf_page_count, captioner, engine, lang):
-    """Write the upload to a private temporary file and read it (documents work on paths)."""
+    """Write the upload to a private temporary file and read it (documents work on paths).
+
+    Every message names the upload by its client file name (else "document"),
+    never by the server's temporary path.
+    """
     label = name or "document"
+    is_pdf = data[:5] == b"%PDF-"
     with tempfile.TemporaryDirectory(prefix="blipcap-doc-") as tmp:
-        path = Path(tmp) / ("upload.pdf" if data[:5] == b"%PDF-" else "upload")
+        path = Path(tmp) / ("upload.pdf" if is_pdf else "upload")
         path.write_bytes(data)
         os.chmod(path, 0o600)
-        if data[:5] == b"%PDF-":
-            try:
-                pages = pdf_page_count(path)
-            except InputError as exc:
-                raise RequestError(422, f"{label}: {exc}") from None
-            if pages > MAX_PDF_PAGES:
-                raise RequestError(
-                    413,
-                    f"{label}: {pages} pages; the server reads at most {MAX_PDF_PAGES} per "
-                    "request. Split the PDF, or use 'blipcap document' locally.",
-                )
-        doc = read_document(path, captioner=captioner, engine=engine, lang=lang)
+        try:
+            if is_pdf:
+                _check_pages(pdf_page_count(path), label)
+            doc = read_document(path, captioner=captioner, engine=engine, lang=lang)
+        except InputError as exc:
+            raise RequestError(status_for(exc), _relabel(str(exc), tmp, label)) from None
     doc.path = label
     if doc.error:
-        doc.error["message"] = doc.error["message"].replace(str(path), label)
+        doc.error["message"] = _relabel(doc.error["message"], tmp, label)
     return doc
+
+
+def _check_pages(pages: int, label: str) -> None:
+    if pages > MAX_PDF_PAGES:
+        raise RequestError(
+            413,
+            f"{label}: {pages} pages; the server reads at most {MAX_PDF_PAGES} per "
+            "request. Split the PDF, or use 'blipcap document' locally.",
+        )
+
+
+def _relabel(message: str, tmp: str, label: str) -> str:
+    """``message`` with every path in the temporary directory ``tmp`` replaced by ``label``."""
+    return re.sub(re.escape(tmp) + r"[^\s:'\"]*", lambda _: label, message)
 
 
 # --------------------------------------------------------------------------- search
@@ -409,7 +415,11 @@ def _install_search(app: FastAPI, state: Any) -> None:
         "/v1/thumbnails/{sha256}",
         tags=["search"],
         response_class=Response,
-        responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": schemas.ErrorResponse}},
+        responses={
+            200: {"content": {"image/jpeg": {}}},
+            404: {"model": schemas.ErrorResponse, "description": "No indexed image has this hash"},
+            **{code: _ERRORS[code] for code in (401, 422)},
+        },
     )
     async def thumbnail(
         request: Request, sha256: Annotated[str, PathParam(pattern=r"^[0-9a-f]{64}$")]

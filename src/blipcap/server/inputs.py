@@ -20,14 +20,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import re
 import time
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -105,60 +107,108 @@ def _clean_name(name: str | None) -> str | None:
 
 
 async def parse_request(
-    request: Request, config: ServerConfig, json_model: type[BaseModel], list_fields: set[str]
+    request: Request, config: ServerConfig, json_model: type[BaseModel]
 ) -> ParsedRequest:
-    """Read the body (multipart or JSON) into raw inputs and the remaining fields."""
+    """Read the body (multipart or JSON) into raw inputs and the remaining fields.
+
+    Both kinds of body are validated by the same model, ``json_model``: a
+    multipart body's form fields by the model less its ``images`` (see
+    :func:`form_model`), so a rule (a range, a pattern, no unknown fields)
+    is written once and holds for both.
+    """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    max_images = config.max_images_per_request
     if ctype == "multipart/form-data":
-        # One more than allowed so that "too many" gets our clear 413 below.
-        try:
-            form = await request.form(max_files=max_images + 1, max_fields=64)
-        except HTTPException as exc:
-            if "Too many files" in str(exc.detail):
-                raise RequestError(
-                    413, f"more than {max_images} images in one request; split them up"
-                ) from None
-            raise
-        inputs: list[RawInput] = []
-        fields: dict[str, Any] = {}
-        for key, value in form.multi_items():
-            if key == "files":
-                if not isinstance(value, UploadFile):
-                    raise RequestError(422, "'files' parts must be files (use a file upload field)")
-                inputs.append(RawInput(_clean_name(value.filename), data=await value.read()))
-                await value.close()
-            elif isinstance(value, UploadFile):
-                raise RequestError(422, f"unexpected file in field {key!r}; send images as 'files'")
-            elif key in list_fields:
-                fields.setdefault(key, []).append(value)
-            else:
-                fields[key] = value
-        if not inputs:
-            raise RequestError(422, "no images: add one or more 'files' parts")
-        _check_count(len(inputs), max_images)
-        return ParsedRequest(inputs, _form_fields(fields))
+        return await _parse_multipart(request, config, json_model)
     if ctype == "application/json" or ctype.endswith("+json"):
-        body = await request.body()
-        try:
-            parsed = json_model.model_validate_json(body)
-        except ValidationError as exc:
-            raise RequestError(422, "invalid JSON body: " + _pydantic_message(exc)) from None
-        images = getattr(parsed, "images", None) or []  # optional where a model allows it
-        _check_count(len(images), max_images)
-        inputs = []
-        for ref in images:
-            if ref.url is not None:
-                inputs.append(RawInput(_clean_name(ref.name) or ref.url, url=ref.url))
-            else:
-                inputs.append(RawInput(_clean_name(ref.name), data=_b64(ref.base64 or "")))
-        fields = parsed.model_dump(exclude={"images"}, exclude_none=True)
-        return ParsedRequest(inputs, fields)
+        return _parse_json(await request.body(), config, json_model)
     raise RequestError(
         415,
         "send images as multipart/form-data ('files' parts) or as JSON "
         '{"images": [{"url": ...} | {"base64": ...}]} with Content-Type: application/json',
     )
+
+
+async def _parse_multipart(
+    request: Request, config: ServerConfig, json_model: type[BaseModel]
+) -> ParsedRequest:
+    max_images = config.max_images_per_request
+    # One more than allowed so that "too many" gets our clear 413 below.
+    try:
+        form = await request.form(max_files=max_images + 1, max_fields=64)
+    except HTTPException as exc:
+        if "Too many files" in str(exc.detail):
+            raise RequestError(
+                413, f"more than {max_images} images in one request; split them up"
+            ) from None
+        raise
+    model = form_model(json_model)
+    lists = _list_fields(model)
+    inputs: list[RawInput] = []
+    fields: dict[str, Any] = {}
+    for key, value in form.multi_items():
+        if key == "files":
+            if not isinstance(value, UploadFile):
+                raise RequestError(422, "'files' parts must be files (use a file upload field)")
+            inputs.append(RawInput(_clean_name(value.filename), data=await value.read()))
+            await value.close()
+        elif isinstance(value, UploadFile):
+            raise RequestError(422, f"unexpected file in field {key!r}; send images as 'files'")
+        elif key in lists:
+            fields.setdefault(key, []).append(value)
+        else:
+            fields[key] = value
+    if not inputs:
+        raise RequestError(422, "no images: add one or more 'files' parts")
+    _check_count(len(inputs), max_images)
+    try:
+        parsed = model.model_validate(_form_fields(fields))
+    except ValidationError as exc:
+        allowed = ["files", *model.model_fields]
+        raise RequestError(422, "invalid form fields: " + _pydantic_message(exc, allowed)) from None
+    return ParsedRequest(inputs, parsed.model_dump(exclude_none=True))
+
+
+def _parse_json(body: bytes, config: ServerConfig, json_model: type[BaseModel]) -> ParsedRequest:
+    try:
+        parsed = json_model.model_validate_json(body)
+    except ValidationError as exc:
+        allowed = list(json_model.model_fields)
+        raise RequestError(422, "invalid JSON body: " + _pydantic_message(exc, allowed)) from None
+    images = getattr(parsed, "images", None) or []  # optional where a model allows it
+    _check_count(len(images), config.max_images_per_request)
+    inputs = []
+    for ref in images:
+        if ref.url is not None:
+            inputs.append(RawInput(_clean_name(ref.name) or ref.url, url=ref.url))
+        else:
+            inputs.append(RawInput(_clean_name(ref.name), data=_b64(ref.base64 or "")))
+    return ParsedRequest(inputs, parsed.model_dump(exclude={"images"}, exclude_none=True))
+
+
+@functools.cache
+def form_model(json_model: type[BaseModel]) -> type[BaseModel]:
+    """``json_model`` without ``images`` (a multipart body sends those as ``files`` parts).
+
+    Fields, constraints and ``extra="forbid"`` are the JSON model's own;
+    form strings are converted by pydantic's lax mode ("3" to 3, "true" to True).
+    """
+    fields = {
+        name: (info.annotation, info)
+        for name, info in json_model.model_fields.items()
+        if name != "images"
+    }
+    return create_model(  # type: ignore[call-overload]
+        json_model.__name__ + "Form", __config__=ConfigDict(extra="forbid"), **fields
+    )
+
+
+def _list_fields(model: type[BaseModel]) -> set[str]:
+    """Fields that take a list: a form sends them as repeated parts (platforms=x, platforms=...)."""
+    return {
+        name
+        for name, info in model.model_fields.items()
+        if list in (typing.get_origin(info.annotation), info.annotation)
+    }
 
 
 def _check_count(n: int, limit: int) -> None:
@@ -170,7 +220,7 @@ def _check_count(n: int, limit: int) -> None:
 
 
 def _form_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """Form values are strings: parse the JSON ones (options) and the scalars."""
+    """Form values are strings: parse the JSON one (options); pydantic converts the scalars."""
     out: dict[str, Any] = dict(fields)
     if "options" in out:
         try:
@@ -182,11 +232,16 @@ def _form_fields(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _pydantic_message(exc: ValidationError) -> str:
+def _pydantic_message(exc: ValidationError, allowed: list[str] | None = None) -> str:
+    """Up to five problems, each with where it is; an unknown top-level field lists ``allowed``."""
     parts = []
     for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        loc = err.get("loc", ())
+        where = ".".join(str(p) for p in loc) or "body"
+        if err.get("type") == "extra_forbidden" and len(loc) == 1 and allowed:
+            parts.append(f"unknown field {where!r}; the fields are {', '.join(allowed)}")
+        else:
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts)
 
 

@@ -48,7 +48,8 @@ class Metrics:
         )
         self.rejected = prom.Counter(
             "blipcap_rejected",
-            "Requests refused before the model: queue_full, client_limit, deadline, draining",
+            "Requests refused before the model: queue_full, client_limit, deadline, draining, "
+            "not_ready, body_too_large, slow_body, uploads_full",
             ["reason"],
             registry=r,
         )
@@ -60,16 +61,23 @@ class Metrics:
             "Model throughput over the last minute of batches (images per busy second)",
             registry=r,
         )
+        self.uploads = prom.Gauge(
+            "blipcap_uploads_in_progress",
+            "Request bodies still being received (not yet counted as requests in progress)",
+            registry=r,
+        )
         self.ready = prom.Gauge("blipcap_ready", "1 when the model is loaded and warm", registry=r)
 
     def bind(
         self,
         queue_depth: Callable[[], float],
+        uploads: Callable[[], float],
         images_per_second: Callable[[], float],
         ready: Callable[[], bool],
     ) -> None:
         """Gauges read live values at scrape time."""
         self.queue_depth.set_function(queue_depth)
+        self.uploads.set_function(uploads)
         self.images_per_second.set_function(images_per_second)
         self.ready.set_function(lambda: 1.0 if ready() else 0.0)
 

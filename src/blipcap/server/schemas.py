@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -49,9 +50,10 @@ class ImageRef(BaseModel):
         json_schema_extra={"oneOf": [{"required": ["url"]}, {"required": ["base64"]}]},
     )
 
-    url: Annotated[str, Field(max_length=4096)] | None = None
-    base64: str | None = None
-    name: Annotated[str, Field(max_length=255)] | None = None
+    # Not nullable in the schema: a key given must hold a value (null is not "no URL").
+    url: Annotated[str, Field(max_length=4096)] | SkipJsonSchema[None] = None
+    base64: str | SkipJsonSchema[None] = None
+    name: Annotated[str, Field(max_length=255)] | SkipJsonSchema[None] = None
     """A label for the result's ``path`` (default: the URL, or null)."""
 
     @model_validator(mode="after")
@@ -79,8 +81,10 @@ class SocialRequest(BaseModel):
     variants: Annotated[int, Field(ge=1, le=10)] = 1
     hashtags: bool = False
     max_hashtags: Annotated[int, Field(ge=0, le=30)] = 5
-    attribution: bool | Annotated[str, Field(max_length=200)] = False
-    """true adds "Machine-generated description."; a string adds that text instead."""
+    attribution: Annotated[
+        bool | Annotated[str, Field(max_length=200)], Field(union_mode="left_to_right")
+    ] = False
+    """true adds "Machine-generated description."; other text adds that text instead."""
     options: OptionsIn | None = None
 
 
@@ -198,6 +202,7 @@ MULTIPART_CAPTIONS = {
         "files": {
             "type": "array",
             "items": {"type": "string", "format": "binary"},
+            "minItems": 1,
             "description": "One or more images (JPEG, PNG, WebP, GIF, BMP, TIFF; HEIF/AVIF where installed).",
         },
         "options": {
@@ -216,11 +221,17 @@ MULTIPART_SOCIAL = {
         "platforms": {
             "type": "array",
             "items": {"type": "string", "enum": ["x", "mastodon", "bluesky", "instagram"]},
+            "minItems": 1,
+            "maxItems": 4,
         },
         "variants": {"type": "integer", "minimum": 1, "maximum": 10},
         "hashtags": {"type": "boolean"},
         "max_hashtags": {"type": "integer", "minimum": 0, "maximum": 30},
-        "attribution": {"type": "string", "description": "'true', or the attribution text"},
+        "attribution": {
+            "type": "string",
+            "maxLength": 200,
+            "description": "'true' or 'false', or the attribution text",
+        },
         "options": MULTIPART_CAPTIONS["properties"]["options"],
     },
     "required": ["files"],
