@@ -472,10 +472,13 @@ def _open_pdf(pdfium: Any, source: str | os.PathLike[str] | bytes) -> Any:
 
 
 def is_pdf(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a regular file that starts like a PDF (a FIFO or device is never read)."""
+    from .images import open_regular_file
+
     try:
-        with open(path, "rb") as fh:
+        with open_regular_file(path) as fh:
             return fh.read(5) == b"%PDF-"
-    except OSError:
+    except (OSError, InputError):
         return False
 
 

@@ -37,6 +37,7 @@ from .sources import (
     is_image_of_text,
     is_svg,
     read_bytes,
+    read_regular_file,
     resolve,
     svg_text,
 )
@@ -154,7 +155,7 @@ def scan_page(page: Page, opts: JudgeOptions) -> None:
             raise InputError(
                 f"{page.path}: {size} bytes is over the {MAX_PAGE_BYTES}-byte page limit"
             )
-        raw = page.path.read_bytes()
+        raw = read_regular_file(page.path, MAX_PAGE_BYTES)
         page.decoded = decode(raw, html=not page.markdown, path=str(page.path))
     except EncodingError as exc:
         page.error = str(exc)

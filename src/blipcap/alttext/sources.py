@@ -103,7 +103,22 @@ def read_bytes(ref: Resolved, *, fetch_remote: bool) -> bytes:
         raise InputError(f"not a file: {ref.path}")
     if size > MAX_IMAGE_BYTES:
         raise InputError(f"{ref.path}: {size} bytes is over the {MAX_IMAGE_BYTES}-byte image limit")
-    return ref.path.read_bytes()
+    return read_regular_file(ref.path, MAX_IMAGE_BYTES)
+
+
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file, at most ``max_bytes``; a FIFO, socket or device is an InputError.
+
+    A special file is refused without being read: a FIFO named ``logo.png`` or
+    ``index.html`` would otherwise block the run forever.
+    """
+    from ..images import open_regular_file
+
+    with open_regular_file(path) as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise InputError(f"{path}: grew past the {max_bytes}-byte limit while being read")
+    return data
 
 
 def is_svg(data: bytes) -> bool:
