@@ -81,7 +81,7 @@ class Captioner:
         self.files: ModelFiles = resolve_model(model, revision=revision)
         if backend == "auto":
             backend = "onnx" if self.files.kind == "onnx" else "torch"
-        self.config = BlipConfig.from_dict(self.files.config or {})
+        self.config = BlipConfig.from_dict(self.files.config or {}, self.files.path / "config.json")
         self.backend = _create_backend(backend, self.files, self.config, device, dtype)
         self.preprocess = ImagePreprocessor.from_dir(self.files.path, self.config.vision.image_size)
         t = self.config.text
