@@ -30,6 +30,26 @@ def _db_option(f):
     )(f)
 
 
+def _check_db_folder(db: str | None) -> None:
+    """Refuse an explicit SQLite ``--db`` whose folder does not exist (a typo must not make folders).
+
+    The default location (under ``$XDG_DATA_HOME``) is still created on first use.
+    """
+    from pathlib import Path
+
+    from ..index.store import is_postgres_url
+
+    if db is None or is_postgres_url(db):
+        return
+    folder = Path(db).expanduser().absolute().parent
+    if not folder.is_dir():
+        raise click.BadParameter(
+            f"the folder {folder} does not exist; create it first (mkdir -p {folder}) "
+            "or give a path in an existing folder",
+            param_hint="--db",
+        )
+
+
 def _ocr_engine(choice: str) -> str | None:
     if choice == "none":
         return None
@@ -134,6 +154,7 @@ def index(
     """
     from ..index import Indexer, IndexOptions, open_store
 
+    _check_db_folder(db)
     overrides = pop_decoding_options(flags)
     caption_kwargs = {k: v for k, v in overrides.items() if v is not None}
     options = IndexOptions(
