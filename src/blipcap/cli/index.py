@@ -8,6 +8,7 @@ import sys
 import click
 
 from ..errors import BlipcapError
+from ..results import escape_name, printable
 from .common import (
     cli_errors,
     decoding_options,
@@ -168,6 +169,7 @@ def index(
     captioner = _LazyCaptioner(lambda: open_captioner(model, backend, device, dtype))
 
     def on_error(path: str, message: str) -> None:
+        path, message = escape_name(path), printable(message)
         if as_json:
             click.echo(json.dumps({"path": path, "error": message}, ensure_ascii=False))
         else:
