@@ -182,3 +182,10 @@ def test_raw_text_elements_hold_no_images():
         '<plaintext><img src="after-plaintext.png"></plaintext><img src="x.png">'
     )
     assert [e.src for e in scan_html(html, Path("a.html"))] == ["real.png"]
+
+
+def test_odd_marked_sections_are_bogus_comments():
+    """``<![`` starts a bogus comment up to ``>`` (found by tests/unit/test_alttext_fuzz.py)."""
+    html = '<![<img src="hidden.png">x<![CDATA[ <img src="c.png"> ]]><img src="real.png">'
+    assert [e.src for e in scan_html(html, Path("a.html"))] == ["real.png"]
+    assert [e.src for e in scan_markdown(html, Path("a.md"))] == ["real.png"]

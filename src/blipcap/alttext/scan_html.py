@@ -183,6 +183,16 @@ class _TreeBuilder(HTMLParser):
         if tag == "plaintext":  # no end tag ends it
             self.cdata_elem, self.interesting = tag, _NEVER
 
+    def parse_html_declaration(self, i: int) -> int:
+        """``<![...`` (CDATA outside SVG/MathML included) is a bogus comment ending at ``>``.
+
+        That is how the HTML standard reads it; html.parser asserts on odd ones (``<![<``).
+        """
+        if not self.rawdata.startswith("<![", i):
+            return super().parse_html_declaration(i)
+        end = self.rawdata.find(">", i + 3)
+        return -1 if end < 0 else end + 1
+
     def handle_startendtag(self, tag, attrs):
         self._close_implied(tag)
         node = self._node(tag, attrs)
