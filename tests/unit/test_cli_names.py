@@ -86,3 +86,19 @@ def test_an_unreadable_odd_name_gets_an_error_record(tiny_checkpoint, tmp_path):
     assert p.returncode == 1
     (record,) = [json.loads(line) for line in p.stdout.decode().splitlines()]
     assert record["path"].endswith("bad\\xff\\xfe.jpg") and record["error"]
+
+
+@pytest.mark.parametrize("report", ["r.json", "r.html", "r.sarif"])
+def test_alt_text_reports_name_files_that_are_not_utf8(tmp_path, report):
+    from click.testing import CliRunner
+
+    from blipcap.cli.alttext import alt_text
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / os.fsdecode(b"p\xff.html")).write_text('<img src="a.png">')
+    out = tmp_path / report
+    result = CliRunner().invoke(alt_text, [str(site), "--check", "--report", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "p\\xff.html:1:1: alt-missing" in result.output
+    assert "p\\\\xff.html" in out.read_text(encoding="utf-8") or "p\\xff.html" in out.read_text()
