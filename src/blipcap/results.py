@@ -38,6 +38,24 @@ def printable(text: str) -> str:
     return "".join(_escape_char(c) if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
 
 
+def printable_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A record ready to write: its ``path`` escaped, undecodable bytes elsewhere made printable."""
+    out = _printable_value(record)
+    if record.get("path") is not None:
+        out["path"] = escape_name(record["path"])
+    return out
+
+
+def _printable_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {k: _printable_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable_value(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True)
 class ItemError:
     """Why one input produced no caption. ``type`` is the exception class name."""

@@ -15,7 +15,7 @@ from typing import IO
 import click
 
 from ..errors import BlipcapError
-from ..results import Caption, escape_name, printable
+from ..results import Caption, escape_name, printable, printable_record
 from .common import (
     cli_errors,
     decoding_options,
@@ -149,8 +149,10 @@ def caption(
 def _writer(fmt: str, out: IO[str]):
     """One line (jsonl, plain) or CSV row per result; names escaped with ``escape_name``."""
     if fmt == "jsonl":
-        ascii_only = not _is_utf8(out)
-        return lambda r: out.write(json.dumps(_record(r), ensure_ascii=ascii_only) + "\n")
+        ascii_only = not is_utf8(out)
+        return lambda r: out.write(
+            json.dumps(printable_record(r.to_record()), ensure_ascii=ascii_only) + "\n"
+        )
     if fmt == "plain":
         return lambda r: out.write("\t".join([escape_name(r.path or "-"), *_plain_texts(r)]) + "\n")
     w = csv.writer(out, lineterminator="\n")
@@ -164,15 +166,6 @@ def _writer(fmt: str, out: IO[str]):
     return as_csv
 
 
-def _record(r: Caption) -> dict:
-    """The JSON record, with the path escaped and any undecodable bytes in messages made printable."""
-    record = r.to_record()
-    record["path"] = escape_name(r.path) if r.path is not None else None
-    if record["error"]:
-        record["error"] = {k: printable(v) for k, v in record["error"].items()}
-    return record
-
-
 def _plain_texts(r: Caption) -> list[str]:
     """The plain format's fields after the path: every caption, or the error."""
     if not r.ok:
@@ -184,7 +177,7 @@ def _one_line(text: str | None) -> str:
     return " ".join((text or "").split())
 
 
-def _is_utf8(out: IO[str]) -> bool:
+def is_utf8(out: IO[str]) -> bool:
     encoding = (getattr(out, "encoding", None) or "utf-8").lower().replace("-", "")
     return encoding in ("utf8", "utf8sig")
 
