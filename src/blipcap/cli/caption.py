@@ -178,6 +178,7 @@ def _one_line(text: str | None) -> str:
 
 
 def is_utf8(out: IO[str]) -> bool:
+    """Whether ``out`` encodes UTF-8 (else JSON is written ASCII-only, with \\u escapes)."""
     encoding = (getattr(out, "encoding", None) or "utf-8").lower().replace("-", "")
     return encoding in ("utf8", "utf8sig")
 
