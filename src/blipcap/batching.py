@@ -458,14 +458,9 @@ def auto_batch_size(
     from .export.verify import synthetic_images
 
     backend = captioner.backend
-    prompt_ids = captioner.tokenizer.prompt_ids(options.prompt)
-    _, length = options.token_limits(len(prompt_ids))
-    rows = rows_per_image(options)
-    estimate = estimate_per_image(
-        captioner.config, rows, length, activation_bytes(backend.dtype_name), backend.name
-    )["total"]
+    prompt_len, length, rows, estimate = _demand(captioner, options)
     # Measure at the longest caption these options allow: the worst case.
-    new = length - len(prompt_ids)
+    new = length - prompt_len
     forced = options.replace(
         min_new_tokens=new, max_new_tokens=new, min_length=None, max_length=None
     )
@@ -494,3 +489,53 @@ def auto_batch_size(
             size, model.source, model.per_image_bytes / 2**20, (budget or 0) / 2**20,
         )  # fmt: skip
     return size
+
+
+def _demand(captioner, options) -> tuple[int, int, int, int]:
+    """(prompt tokens, longest total length, rows per image, estimated bytes per image)."""
+    backend = captioner.backend
+    prompt_len = len(captioner.tokenizer.prompt_ids(options.prompt))
+    _, length = options.token_limits(prompt_len)
+    rows = rows_per_image(options)
+    estimate = estimate_per_image(
+        captioner.config, rows, length, activation_bytes(backend.dtype_name), backend.name
+    )["total"]
+    return prompt_len, length, rows, estimate
+
+
+def check_fits(captioner, options) -> None:
+    """Refuse settings the model cannot run or memory cannot hold even for one image.
+
+    Structural limits: a caption and its prompt fit the model's positions
+    (``text_config.max_position_embeddings``), and there are no more beams
+    than words in the vocabulary. Memory: one image's estimate (the module
+    docstring's formula, an upper bound) fits the budget of :func:`memory_budget`.
+    Raises :class:`OptionsError` saying the limit and how to stay within it.
+    """
+    text = captioner.config.text
+    prompt_len, length, rows, estimate = _demand(captioner, options)
+    if length > text.max_position_embeddings:
+        room = text.max_position_embeddings - prompt_len
+        raise OptionsError(
+            f"a caption of up to {length - prompt_len} new tokens after a {prompt_len}-token "
+            f"prompt needs {length} positions, but this model has "
+            f"{text.max_position_embeddings} (max_position_embeddings); use --max-new-tokens "
+            f"{room} or less, or a shorter prompt"
+        )
+    if options.num_beams > text.vocab_size:
+        raise OptionsError(
+            f"--beams {options.num_beams} is more than the {text.vocab_size} words of the "
+            "vocabulary; use fewer beams"
+        )
+    budget = memory_budget(captioner.backend.device)
+    if budget is not None and estimate > budget:
+        raise OptionsError(
+            f"{rows} decoding row(s) per image (--beams/--num-captions) of up to {length} tokens "
+            f"need about {_mib(estimate)} for one image, more than the {_mib(budget)} memory "
+            f"budget ({int(MEMORY_FRACTION * 100)}% of free memory, or ${BUDGET_ENV}); lower "
+            "--beams, --num-captions or --max-new-tokens, or free memory"
+        )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB"

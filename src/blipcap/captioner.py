@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from . import __version__
-from .batching import BatchSizer, auto_batch_size, run_with_backoff
+from .batching import BatchSizer, auto_batch_size, check_fits, run_with_backoff
 from .decoding import SpecialTokens, generate
 from .errors import BackendError, InputError, OptionsError, OutOfMemoryError
 from .hub import ModelFiles, resolve_model
@@ -81,7 +81,7 @@ class Captioner:
         self.files: ModelFiles = resolve_model(model, revision=revision)
         if backend == "auto":
             backend = "onnx" if self.files.kind == "onnx" else "torch"
-        self.config = BlipConfig.from_dict(self.files.config or {})
+        self.config = BlipConfig.from_dict(self.files.config or {}, self.files.path / "config.json")
         self.backend = _create_backend(backend, self.files, self.config, device, dtype)
         self.preprocess = ImagePreprocessor.from_dir(self.files.path, self.config.vision.image_size)
         t = self.config.text
@@ -146,6 +146,7 @@ class Captioner:
     ) -> Iterator[Caption]:
         """Like :meth:`caption`, but lazy: results are yielded as their batch finishes."""
         opts = resolve_options(options, preset, **overrides)
+        check_fits(self, opts)  # what the model and memory cannot take is refused up front
         if getattr(self.backend, "fast_path", None) is not None:
             # CUDA: the overlapped pipeline (pinned copies, encoder of the next batch
             # running while this one decodes) gives the same records in the same order.

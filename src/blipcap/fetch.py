@@ -9,7 +9,7 @@ The rules:
   public address: loopback, private, link-local, cloud metadata, CGNAT,
   unique-local, multicast, reserved, unspecified - also when written as
   ``2130706433``, ``0177.0.0.1``, ``0x7f.1``, ``127.1`` or wrapped in IPv6
-  (``[::ffff:127.0.0.1]``, 6to4, NAT64);
+  (``[::ffff:127.0.0.1]``, ``[::ffff:0:127.0.0.1]``, 6to4, NAT64, Teredo);
 * the connection goes to the address that was checked, never through a second
   DNS lookup (which an attacker's DNS server could answer differently: DNS
   rebinding); the Host header and TLS SNI/certificate check use the name;
@@ -98,15 +98,29 @@ _BLOCKED: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = [
 ]
 
 
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv4-mapped, NAT64 (64:ff9b::/96) or 6to4 address leads to."""
+def _embedded_ipv4s(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address wraps, which decide where it really leads.
+
+    IPv4-mapped (``::ffff:0:0/96``), IPv4-translated (``::ffff:0:0:0/96``),
+    NAT64 (``64:ff9b::/96``; the local-use ``64:ff9b:1::/48`` is refused
+    outright), 6to4 (``2002::/16``) and Teredo (``2001::/32``: its server and
+    its client; Teredo is refused outright too, the wrapped address only makes
+    the message precise).
+    """
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip.sixtofour
+        return [ip.ipv4_mapped]
+    if ip in _IPV4_TRANSLATED or ip in _NAT64:
+        return [low32]
+    if ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip.teredo is not None:
+        server, client = ip.teredo
+        return [client, server]
+    return []
 
 
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
@@ -127,10 +141,13 @@ def forbidden_reason(address: str | Address) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.scope_id:
             return "a scoped (interface-local) IPv6 address"
-        inner = _embedded_ipv4(ip)
-        if inner is not None:
+        wrapped = _embedded_ipv4s(ip)
+        for inner in wrapped:
             why = forbidden_reason(inner)
-            return f"{why} ({inner} wrapped in IPv6)" if why else None
+            if why:
+                return f"{why} ({inner} wrapped in IPv6)"
+        if wrapped and ip.teredo is None:
+            return None  # a translation to a public IPv4 address; Teredo goes on to be refused
     for network, why in _BLOCKED:
         if ip.version == network.version and ip in network:
             return why

@@ -5,6 +5,56 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+_NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_name(name: str) -> str:
+    """A file name as one line of valid UTF-8, reversibly (see docs/image-input.md).
+
+    A backslash becomes ``\\\\``; newline, carriage return and tab become
+    ``\\n``, ``\\r``, ``\\t``; other control characters and the bytes of a
+    name that are not UTF-8 (which Python holds as lone surrogates,
+    ``surrogateescape``) become ``\\xNN``. Everything else is kept.
+
+    >>> escape_name("bad\\udcff\\udcfe.jpg"), escape_name("a\\tb\\\\c\\n.png")
+    ('bad\\\\xff\\\\xfe.jpg', 'a\\\\tb\\\\\\\\c\\\\n.png')
+    """
+    return "".join(_escape_char(c) for c in name)
+
+
+def _escape_char(c: str) -> str:
+    if c in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[c]
+    code = ord(c)
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, kept by surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF:
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return c
+
+
+def printable(text: str) -> str:
+    """``text`` with undecodable bytes (lone surrogates) written ``\\xNN``, so it can be encoded."""
+    return "".join(_escape_char(c) if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+
+
+def printable_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A record ready to write: its ``path`` escaped, undecodable bytes elsewhere made printable."""
+    out = _printable_value(record)
+    if record.get("path") is not None:
+        out["path"] = escape_name(record["path"])
+    return out
+
+
+def _printable_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {k: _printable_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable_value(v) for v in value]
+    return value
+
 
 @dataclass(frozen=True)
 class ItemError:

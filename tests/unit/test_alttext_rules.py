@@ -119,3 +119,33 @@ def test_repeats_and_coverage():
     assert covered_by("a dog running on a beach", ["Our dog Rex running on the beach at Brighton"])
     assert not covered_by("a cat on a sofa", ["Our dog Rex running on the beach"])
     assert not covered_by("a dog", ["dog"])  # one content word is too little to decide on
+
+
+@pytest.mark.parametrize(("alt", "src"), [("W3C", "w3c.svg"), ("GitHub", "img/github.png")])
+def test_a_proper_name_that_is_also_the_stem_is_a_fine_logo_alt(alt, src):
+    assert alt_problems(element(alt, src), 150) == []
+
+
+@pytest.mark.parametrize(
+    ("alt", "src"), [("beach_day", "beach_day.jpg"), ("Logo2024", "Logo2024.png")]
+)
+def test_file_name_like_stems_are_still_flagged(alt, src):
+    assert [p.rule for p in alt_problems(element(alt, src), 150)] == ["alt-filename"]
+
+
+def test_template_syntax_is_not_page_text():
+    caption = "{% include_cached figure.html %} Sales by quarter {{ page.footnote }}"
+    assert not repeats("include cached figure html sales by quarter page footnote", [caption])
+    assert repeats("Sales by quarter", [caption])
+
+
+def test_an_svg_labelled_by_a_templated_figcaption_is_not_flagged():
+    from blipcap.alttext.judge import judge_markup
+    from blipcap.alttext.scan_html import scan_html
+
+    html = (
+        '<figure><svg role="img" aria-labelledby="c"><title>Chart</title></svg>'
+        '<figcaption id="c">Sales by quarter {% include_cached note.html %}</figcaption></figure>'
+    )
+    (e,) = scan_html(html, Path("x.html"))
+    assert "alt-repeats-text" not in [p.rule for p in judge_markup(e).problems]

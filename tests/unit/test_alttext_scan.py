@@ -169,3 +169,23 @@ def test_alt_plain_text_and_escaping():
     assert (
         escape_alt("a [b] *c* _d_ `e` <f> &amp; \\") == r"a \[b\] \*c\* \_d\_ \`e\` \<f> \&amp; \\"
     )
+
+
+def test_raw_text_elements_hold_no_images():
+    """A code sample in a <textarea> or <xmp> is text, as browsers parse it (HTML standard)."""
+    html = (
+        '<textarea><img src="in-textarea.png"></textarea>\n'
+        '<xmp><img src="in-xmp.png"></xmp><title><img src="t.png"></title>\n'
+        '<iframe><img src="f.png"></iframe><noembed><img src="e.png"></noembed>\n'
+        '<noframes><img src="n.png"></noframes><noscript><img src="s.png"></noscript>\n'
+        '<style>img{}</style><img src="real.png">\n'
+        '<plaintext><img src="after-plaintext.png"></plaintext><img src="x.png">'
+    )
+    assert [e.src for e in scan_html(html, Path("a.html"))] == ["real.png"]
+
+
+def test_odd_marked_sections_are_bogus_comments():
+    """``<![`` starts a bogus comment up to ``>`` (found by tests/unit/test_alttext_fuzz.py)."""
+    html = '<![<img src="hidden.png">x<![CDATA[ <img src="c.png"> ]]><img src="real.png">'
+    assert [e.src for e in scan_html(html, Path("a.html"))] == ["real.png"]
+    assert [e.src for e in scan_markdown(html, Path("a.md"))] == ["real.png"]

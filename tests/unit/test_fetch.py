@@ -165,6 +165,14 @@ REFUSED = {
     "http://[::ffff:7f00:1]/": "a loopback address (127.0.0.1 wrapped in IPv6)",
     "http://[64:ff9b::7f00:1]/": "a loopback address (127.0.0.1 wrapped in IPv6)",
     "http://[2002:7f00:1::]/": "a loopback address (127.0.0.1 wrapped in IPv6)",
+    "http://[::ffff:0:127.0.0.1]/": "a loopback address (127.0.0.1 wrapped in IPv6)",
+    "http://[::ffff:0:a9fe:a9fe]/": "the cloud metadata service (169.254.169.254 wrapped in IPv6)",
+    "http://[64:ff9b::10.0.0.1]/": "a private address (10.0.0.1 wrapped in IPv6)",
+    "http://[64:ff9b:1::808:808]/": "a local-use NAT64 address",
+    "http://[2002:a00:1::1]/": "a private address (10.0.0.1 wrapped in IPv6)",
+    "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/": "a loopback address (127.0.0.1 wrapped",
+    "http://[2001:0:a00:1:8000:63bf:f7f7:f7f7]/": "a private address (10.0.0.1 wrapped in IPv6)",
+    "http://[2001:0:4136:e378:8000:63bf:f7f7:f7f7]/": "a Teredo tunnel address",
     "http://0.0.0.0/": "an unspecified ('this host') address",
     "http://0/": "0 means 0.0.0.0, an unspecified ('this host') address",
     "http://[::]/": "an unspecified address",
@@ -203,7 +211,15 @@ def test_internal_addresses_refused_in_every_spelling(url):
 
 @pytest.mark.parametrize(
     "address",
-    ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"],
+    [
+        "93.184.216.34",
+        "8.8.8.8",
+        "2606:4700:4700::1111",
+        "::ffff:8.8.8.8",
+        "::ffff:0:8.8.8.8",
+        "64:ff9b::808:808",
+        "2002:808:808::1",
+    ],
 )
 def test_public_addresses_allowed(address):
     assert forbidden_reason(address) is None

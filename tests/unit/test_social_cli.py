@@ -92,3 +92,18 @@ def test_platform_is_required():
     r = CliRunner().invoke(main, ["social", "x.png"])
     assert r.exit_code == 2
     assert "Missing option '--platform'" in r.output
+
+
+def test_social_writes_names_that_are_not_utf8(tiny_checkpoint, tmp_path):
+    """Undecodable bytes in a name are written \\xNN, as blipcap caption writes them."""
+    import os
+
+    path = tmp_path / os.fsdecode(b"bad\xff.png")
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(path, "PNG")
+    out = tmp_path / "out.jsonl"
+    args = ["social", str(path), "--platform", "x", "--model", str(tiny_checkpoint)]
+    args += ["--format", "jsonl", "-o", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert records and all(r["path"].endswith("bad\\xff.png") for r in records)

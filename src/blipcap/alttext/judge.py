@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..text import cut_at_word, strip_lead_in, to_alt_text
 from .model import Element, Finding, ImageInfo, Problem
-from .rules import alt_problems, covered_by, normalize, repeats
+from .rules import alt_problems, covered_by, normalize, repeats, strip_template
 
 DEFAULT_MAX_CHARS = 150
 _SPACER_NAMES = re.compile(
@@ -125,7 +125,7 @@ def _repeats_nearby(e: Element, alt: str) -> bool:
         return True
     # Running text: the sentence next to the image, or a long phrase found whole in it.
     norm = normalize(alt)
-    if norm and norm in (normalize(before), normalize(after)):
+    if norm and norm in (normalize(strip_template(before)), normalize(strip_template(after))):
         return True
     return len(norm.split()) >= 4 and repeats(alt, [ctx.text_before, ctx.text_after])
 

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from .. import __version__
+from ..results import escape_name
 from .encoding import line_starts
 from .engine import Run, needs_fixing
 from .model import Finding
@@ -26,10 +27,11 @@ WCAG = {"criterion": "1.1.1", "name": "Non-text Content", "level": "A", "url": U
 
 
 def _rel(path: Path) -> str:
+    """``path`` relative to the working folder, escaped as caption output escapes names."""
     try:
-        return Path(os.path.relpath(path)).as_posix()
+        return escape_name(Path(os.path.relpath(path)).as_posix())
     except ValueError:
-        return path.as_posix()
+        return escape_name(path.as_posix())
 
 
 def _finding_dict(f: Finding) -> dict:

@@ -135,12 +135,28 @@ _IMAGE_EXT = r"(?:png|jpe?g|gif|webp|svg|bmp|tiff?|avif|heic|heif|ico|jfif)"
 _FILENAME_RE = re.compile(r"^\S*\." + _IMAGE_EXT + r"(?:[?#]\S*)?$", re.IGNORECASE)
 _PATH_RE = re.compile(r"^(?:[a-z]+:)?[/\\.~]?[\w.~%-]+(?:[/\\][\w.~%-]+)+/?$", re.IGNORECASE)
 _SLUG_RE = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+){1,}(?:@\dx)?$")
+# A proper name or acronym ("W3C", "GitHub", "Mozilla Firefox"): a legitimate alt for a logo
+# even when it is also the file's stem, unlike "beach_day" or "img2023".
+_NAME_RE = re.compile(r"[A-Z][A-Za-z0-9]*(?: [A-Z][A-Za-z0-9]*)*")
+_DIGIT_RUN = re.compile(r"\d{2,}")
+# Template syntax (Liquid/Jinja/Django, Handlebars/Mustache, ERB/EJS): not page text.
+_TEMPLATE_RE = re.compile(r"\{\{\{.*?\}\}\}|\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}|<%.*?%>", re.DOTALL)
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?", re.IGNORECASE)
 
 
 def normalize(text: str) -> str:
     """Lower case, words only, single spaces: the form alt text is compared in."""
     return " ".join(_WORD.findall(text.lower()))
+
+
+def strip_template(text: str) -> str:
+    """``text`` without template tags (``{% include x %}``, ``{{ page.title }}``, ``<%= x %>``)."""
+    return _TEMPLATE_RE.sub(" ", text)
+
+
+def is_name_like(text: str) -> bool:
+    """A capitalised name or acronym, not a file-name-like string (no extension, separator or digit run)."""
+    return bool(_NAME_RE.fullmatch(text)) and not _DIGIT_RUN.search(text)
 
 
 def _stem_of(url: str | None) -> str:
@@ -165,8 +181,10 @@ def alt_problems(element: Element, max_chars: int) -> list[Problem]:
         return [Problem("alt-camera-name", f"{label} {quoted} is a camera or screenshot file name")]
     if _FILENAME_RE.match(stripped) or (" " not in stripped and _PATH_RE.match(stripped)):
         return [Problem("alt-filename", f"{label} {quoted} is a file name or path")]
-    if any(_stem_of(u) and _stem_of(u) == norm for u in element.sources[:1]) and (
-        _SLUG_RE.match(stripped.lower()) or " " not in stripped
+    if (
+        any(_stem_of(u) and _stem_of(u) == norm for u in element.sources[:1])
+        and (_SLUG_RE.match(stripped.lower()) or " " not in stripped)
+        and not is_name_like(stripped)
     ):
         return [Problem("alt-filename", f"{label} {quoted} is the image's file name")]
     if _SLUG_RE.match(stripped) and not stripped.replace("-", "").replace("_", "").isdigit():
@@ -215,7 +233,7 @@ def repeats(alt: str, neighbours: list[str]) -> bool:
     if not norm:
         return False
     for text in neighbours:
-        other = normalize(text)
+        other = normalize(strip_template(text))
         if not other:
             continue
         if norm == other:

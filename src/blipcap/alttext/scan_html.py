@@ -21,6 +21,21 @@ from .model import Context, Element, Span
 VOID = frozenset(
     "area base br col embed hr img input link meta param source track wbr keygen".split()
 )
+# Raw-text and escapable-raw-text elements (HTML standard, scripting assumed): their content
+# is text up to the matching end tag, never elements - a code sample in a <textarea> has no
+# <img>. <plaintext> runs to the end of the document.
+RAW_TEXT = (
+    "script",
+    "style",
+    "textarea",
+    "title",
+    "xmp",
+    "iframe",
+    "noembed",
+    "noframes",
+    "noscript",
+)
+_NEVER = re.compile(r"(?!)")
 # Elements whose text is not page text.
 _NOT_TEXT = frozenset(["script", "style", "template", "noscript", "title", "head"])
 # Inline elements: text inside their parent block counts as "next to" the image.
@@ -135,6 +150,8 @@ def tokenize_attrs(raw: str) -> list[RawAttr]:
 
 
 class _TreeBuilder(HTMLParser):
+    CDATA_CONTENT_ELEMENTS = RAW_TEXT  # html.parser only knows script and style
+
     def __init__(self, text: str):
         super().__init__(convert_charrefs=True)
         self.starts = line_starts(text)
@@ -163,6 +180,18 @@ class _TreeBuilder(HTMLParser):
         self.current.children.append(node)
         if tag not in VOID:
             self.current = node
+        if tag == "plaintext":  # no end tag ends it
+            self.cdata_elem, self.interesting = tag, _NEVER
+
+    def parse_html_declaration(self, i: int) -> int:
+        """``<![...`` (CDATA outside SVG/MathML included) is a bogus comment ending at ``>``.
+
+        That is how the HTML standard reads it; html.parser asserts on odd ones (``<![<``).
+        """
+        if not self.rawdata.startswith("<![", i):
+            return super().parse_html_declaration(i)
+        end = self.rawdata.find(">", i + 3)
+        return -1 if end < 0 else end + 1
 
     def handle_startendtag(self, tag, attrs):
         self._close_implied(tag)

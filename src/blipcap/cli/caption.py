@@ -15,7 +15,7 @@ from typing import IO
 import click
 
 from ..errors import BlipcapError
-from ..results import Caption
+from ..results import Caption, escape_name, printable, printable_record
 from .common import (
     cli_errors,
     decoding_options,
@@ -61,7 +61,9 @@ records carry an "error"), 2 on usage errors.
     type=click.Choice(FORMATS),
     default="jsonl",
     show_default=True,
-    help="jsonl: one JSON record per input (with provenance); plain: path<TAB>caption; csv.",
+    help="jsonl: one JSON record per input (with provenance); plain: path<TAB>caption, one line "
+    "per input (extra --num-captions captions follow, tab-separated); csv. Names are escaped: "
+    "see docs/image-input.md.",
 )
 @click.option(
     "--output",
@@ -145,33 +147,48 @@ def caption(
 
 
 def _writer(fmt: str, out: IO[str]):
+    """One line (jsonl, plain) or CSV row per result; names escaped with ``escape_name``."""
     if fmt == "jsonl":
-        return lambda r: out.write(json.dumps(r.to_record(), ensure_ascii=False) + "\n")
+        ascii_only = not is_utf8(out)
+        return lambda r: out.write(
+            json.dumps(printable_record(r.to_record()), ensure_ascii=ascii_only) + "\n"
+        )
     if fmt == "plain":
-
-        def plain(r: Caption) -> None:
-            text = r.caption if r.ok else f"ERROR {r.error.type}: {r.error.message}"
-            out.write(f"{r.path}\t{_one_line(text)}\n")
-
-        return plain
+        return lambda r: out.write("\t".join([escape_name(r.path or "-"), *_plain_texts(r)]) + "\n")
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["path", "caption", "captions", "error"])
 
     def as_csv(r: Caption) -> None:
         error = f"{r.error.type}: {r.error.message}" if r.error else ""
-        w.writerow([r.path, r.caption or "", " | ".join(r.captions), error])
+        row = [escape_name(r.path or ""), r.caption or "", " | ".join(r.captions), error]
+        w.writerow([printable(cell) for cell in row])
 
     return as_csv
+
+
+def _plain_texts(r: Caption) -> list[str]:
+    """The plain format's fields after the path: every caption, or the error."""
+    if not r.ok:
+        return [printable(_one_line(f"ERROR {r.error.type}: {r.error.message}"))]
+    return [_one_line(text) for text in (r.captions or [r.caption])]
 
 
 def _one_line(text: str | None) -> str:
     return " ".join((text or "").split())
 
 
+def is_utf8(out: IO[str]) -> bool:
+    """Whether ``out`` encodes UTF-8 (else JSON is written ASCII-only, with \\u escapes)."""
+    encoding = (getattr(out, "encoding", None) or "utf-8").lower().replace("-", "")
+    return encoding in ("utf8", "utf8sig")
+
+
 @contextmanager
 def _open_output(path: Path | None) -> Iterator[IO[str]]:
     """stdout, or a temporary file next to ``path`` renamed into place once complete."""
     if path is None:
+        if hasattr(sys.stdout, "reconfigure"):  # an ASCII terminal must not lose a whole run
+            sys.stdout.reconfigure(errors="backslashreplace")
         yield sys.stdout
         return
     directory = path.resolve().parent

@@ -8,6 +8,7 @@ import sys
 import click
 
 from ..errors import BlipcapError
+from ..results import escape_name, printable
 from .common import (
     cli_errors,
     decoding_options,
@@ -28,6 +29,26 @@ def _db_option(f):
     return click.option(
         "--db", envvar="BLIPCAP_DB", default=None, metavar="PATH|URL", help=DB_HELP
     )(f)
+
+
+def _check_db_folder(db: str | None) -> None:
+    """Refuse an explicit SQLite ``--db`` whose folder does not exist (a typo must not make folders).
+
+    The default location (under ``$XDG_DATA_HOME``) is still created on first use.
+    """
+    from pathlib import Path
+
+    from ..index.store import is_postgres_url
+
+    if db is None or is_postgres_url(db):
+        return
+    folder = Path(db).expanduser().absolute().parent
+    if not folder.is_dir():
+        raise click.BadParameter(
+            f"the folder {folder} does not exist; create it first (mkdir -p {folder}) "
+            "or give a path in an existing folder",
+            param_hint="--db",
+        )
 
 
 def _ocr_engine(choice: str) -> str | None:
@@ -134,6 +155,7 @@ def index(
     """
     from ..index import Indexer, IndexOptions, open_store
 
+    _check_db_folder(db)
     overrides = pop_decoding_options(flags)
     caption_kwargs = {k: v for k, v in overrides.items() if v is not None}
     options = IndexOptions(
@@ -147,6 +169,7 @@ def index(
     captioner = _LazyCaptioner(lambda: open_captioner(model, backend, device, dtype))
 
     def on_error(path: str, message: str) -> None:
+        path, message = escape_name(path), printable(message)
         if as_json:
             click.echo(json.dumps({"path": path, "error": message}, ensure_ascii=False))
         else:

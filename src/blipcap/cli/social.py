@@ -91,8 +91,9 @@ def social(
     """Descriptions and alt text for social media, fitted to each platform's limits."""
     from ..images import expand_inputs
     from ..options import resolve_options
+    from ..results import printable_record
     from ..social import DEFAULT_ATTRIBUTION, SocialOptions, describe
-    from .caption import _open_output
+    from .caption import _open_output, is_utf8
 
     text = attribution_text or (DEFAULT_ATTRIBUTION if attribution else None)
     options = SocialOptions(
@@ -114,14 +115,15 @@ def social(
         caption_options=resolve_options(preset=preset, max_new_tokens=max_new_tokens),
         progress=show_progress(),
     )
-    records = [p.to_record() for p in posts]
+    records = [printable_record(p.to_record()) for p in posts]
     with _open_output(output) as out:
+        ascii_only = not is_utf8(out)
         if fmt == "json":
-            json.dump(records, out, ensure_ascii=False, indent=2)
+            json.dump(records, out, ensure_ascii=ascii_only, indent=2)
             out.write("\n")
         elif fmt == "jsonl":
             for record in records:
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                out.write(json.dumps(record, ensure_ascii=ascii_only) + "\n")
         else:
             for record in records:
                 if record["error"]:

@@ -7,7 +7,8 @@ published configs rely on some of them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ..errors import ModelLoadError
@@ -59,39 +60,102 @@ class BlipConfig:
     """True for blipcap's random test checkpoints: results are marked, never shown as real."""
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> BlipConfig:
+    def from_dict(
+        cls, raw: dict[str, Any], source: str | os.PathLike[str] = "config.json"
+    ) -> BlipConfig:
+        """Read and check a parsed ``config.json``; ``source`` names the file in error messages.
+
+        Raises :class:`ModelLoadError` naming the file and the field for any
+        dimension the model cannot be built with (zero heads, a hidden size not
+        divisible by the heads, special token ids outside the vocabulary, ...).
+        """
+        if not isinstance(raw, dict):
+            raise ModelLoadError(f"{source}: expected a JSON object, got {type(raw).__name__}")
         if raw.get("model_type") not in (None, "blip"):
             raise ModelLoadError(
-                f"config.json has model_type {raw.get('model_type')!r}; blipcap runs BLIP "
+                f"{source} has model_type {raw.get('model_type')!r}; blipcap runs BLIP "
                 "captioning checkpoints (model_type 'blip'), e.g. "
                 "Salesforce/blip-image-captioning-large"
             )
-        vision = _pick(VisionConfig, raw.get("vision_config") or {})
-        text = _pick(TextConfig, raw.get("text_config") or {})
-        if "encoder_hidden_size" not in (raw.get("text_config") or {}):
-            text = _replace(text, encoder_hidden_size=vision.hidden_size)
-        for name, sub in (("vision_config", vision), ("text_config", text)):
-            if sub.hidden_act not in SUPPORTED_ACTIVATIONS:
-                raise ModelLoadError(f"{name}.hidden_act={sub.hidden_act!r} is not supported")
-            if sub.hidden_size % sub.num_attention_heads:
-                raise ModelLoadError(
-                    f"{name}: hidden_size {sub.hidden_size} is not divisible by "
-                    f"num_attention_heads {sub.num_attention_heads}"
-                )
-        if text.encoder_hidden_size != vision.hidden_size:
-            raise ModelLoadError(
-                f"text_config.encoder_hidden_size={text.encoder_hidden_size} does not match "
-                f"vision_config.hidden_size={vision.hidden_size}"
-            )
+        sections = {name: raw.get(name) or {} for name in ("vision_config", "text_config")}
+        for name, section in sections.items():
+            if not isinstance(section, dict):
+                raise _invalid(source, name, section, "a JSON object")
+        vision = _pick(VisionConfig, sections["vision_config"])
+        text = _pick(TextConfig, sections["text_config"])
+        if "encoder_hidden_size" not in sections["text_config"]:
+            text = replace(text, encoder_hidden_size=vision.hidden_size)
+        _check_section(source, "vision_config", vision)
+        _check_section(source, "text_config", text)
+        _check_vision(source, vision)
+        _check_text(source, text, vision)
         return cls(vision=vision, text=text, random_weights=bool(raw.get("blipcap_random_weights")))
+
+
+# -- validation ---------------------------------------------------------------------------------
+
+
+def _invalid(source, field: str, value: Any, expected: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"{source}: {field} is {value!r}, but it must be {expected}; fix the file or "
+        "download the checkpoint again"
+    )
+
+
+def _check_section(source, name: str, sub: VisionConfig | TextConfig) -> None:
+    """Every integer field a positive int (token ids: >= 0), every float positive, a known activation."""
+    for f in fields(sub):
+        value = getattr(sub, f.name)
+        where = f"{name}.{f.name}"
+        if f.name.endswith("_token_id"):
+            if not _is_int(value) or value < 0:
+                raise _invalid(source, where, value, "an integer >= 0")
+        elif f.type == "int":
+            if not _is_int(value) or value < 1:
+                raise _invalid(source, where, value, "a positive integer")
+        elif f.type == "float":
+            if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+                raise _invalid(source, where, value, "a positive number")
+    if sub.hidden_act not in SUPPORTED_ACTIVATIONS:
+        raise _invalid(
+            source,
+            f"{name}.hidden_act",
+            sub.hidden_act,
+            "one of " + ", ".join(SUPPORTED_ACTIVATIONS),
+        )
+    if sub.hidden_size % sub.num_attention_heads:
+        raise ModelLoadError(
+            f"{source}: {name}.hidden_size {sub.hidden_size} is not divisible by "
+            f"{name}.num_attention_heads {sub.num_attention_heads}"
+        )
+
+
+def _check_vision(source, v: VisionConfig) -> None:
+    if v.image_size % v.patch_size:
+        raise ModelLoadError(
+            f"{source}: vision_config.image_size {v.image_size} is not divisible by "
+            f"vision_config.patch_size {v.patch_size}"
+        )
+
+
+def _check_text(source, t: TextConfig, v: VisionConfig) -> None:
+    for name in ("bos_token_id", "sep_token_id", "pad_token_id"):
+        if getattr(t, name) >= t.vocab_size:
+            raise ModelLoadError(
+                f"{source}: text_config.{name} {getattr(t, name)} is outside the vocabulary "
+                f"(text_config.vocab_size {t.vocab_size})"
+            )
+    if t.encoder_hidden_size != v.hidden_size:
+        raise ModelLoadError(
+            f"{source}: text_config.encoder_hidden_size={t.encoder_hidden_size} does not match "
+            f"vision_config.hidden_size={v.hidden_size}"
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _pick(kind: type, raw: dict[str, Any]):
     names = kind.__dataclass_fields__
     return kind(**{k: v for k, v in raw.items() if k in names and v is not None})
-
-
-def _replace(obj, **changes):
-    from dataclasses import replace
-
-    return replace(obj, **changes)
