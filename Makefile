@@ -27,16 +27,24 @@ demo: setup
 ## Everything the tests need, then the whole suite. Each folder runs in its own
 ## process: the integration tests load torch, ONNX Runtime, OpenCV, Ray and
 ## PostgreSQL clients into one process, and a fresh process per suite keeps
-## them from sharing native state. Exit 5 (no test collected) is not a failure.
-test: setup system-deps
-	@status=0; for suite in tests/unit tests/integration tests/e2e; do \
+## them from sharing native state (memory measurements included). Exit 5 (no
+## test collected) is not a failure.
+SUITES := tests/unit tests/integration tests/e2e
+PYTEST_ARGS ?=
+define run_suites
+	@status=0; for suite in $(SUITES); do \
 	  echo "== $$suite"; \
-	  $(PY) -m pytest -q -ra $$suite; rc=$$?; \
+	  $(PY) -m pytest -q -ra $(1) $(PYTEST_ARGS) $$suite; rc=$$?; \
 	  if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then status=$$rc; fi; \
 	done; exit $$status
+endef
 
+test: setup system-deps
+	$(call run_suites,)
+
+## The same suites without the tests marked slow.
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(call run_suites,-m "not slow")
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
