@@ -42,7 +42,8 @@ Examples:
   blipcap caption --engine ray s3://bucket/photos/ --output s3://bucket/captions/
 
 Exit status: 0 when every image was captioned, 1 when some failed (their
-records carry an "error"), 2 on usage errors.
+records carry an "error"), 2 on usage or configuration errors, 3 when the
+model could not be found or loaded.
 """,
 )
 @click.argument("inputs", nargs=-1, required=True, metavar="PATH|DIR|GLOB|URL|-...")

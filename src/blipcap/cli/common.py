@@ -10,9 +10,24 @@ from typing import Any
 
 import click
 
-from ..errors import BlipcapError
+from ..errors import (
+    BackendError,
+    BlipcapError,
+    ExportError,
+    ModelLoadError,
+    ModelNotFoundError,
+    OutOfMemoryError,
+)
 
 DEFAULT_MODEL = "Salesforce/blip-image-captioning-large"
+
+# The exit status of every command.
+EXIT_OK = 0  # everything done (with --check: nothing to fix)
+EXIT_ITEMS_FAILED = 1  # some items failed, a check found problems, golden captions drifted
+EXIT_USAGE = 2  # usage or configuration error: options, files, a missing extra or program
+EXIT_MODEL = 3  # the model could not be found, loaded, run or exported
+
+_MODEL_ERRORS = (ModelNotFoundError, ModelLoadError, BackendError, OutOfMemoryError, ExportError)
 
 
 def model_options(f: Callable) -> Callable:
@@ -115,7 +130,7 @@ def open_captioner(model: str | None, backend: str, device: str, dtype: str):
     try:
         return get_captioner(model=model, backend=backend, device=device, dtype=dtype)
     except BlipcapError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CommandError.from_error(exc) from exc
 
 
 def warn(message: str) -> None:
@@ -130,14 +145,31 @@ def show_progress() -> bool:
     return sys.stderr.isatty()
 
 
+class CommandError(click.ClickException):
+    """A message on stderr (no traceback) and the exit status that says what kind of failure."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    @classmethod
+    def from_error(cls, exc: BlipcapError) -> CommandError:
+        return cls(str(exc), exit_status(exc))
+
+
+def exit_status(exc: BlipcapError) -> int:
+    """3 when the model is what failed, else 2 (options, files, a missing extra or program)."""
+    return EXIT_MODEL if isinstance(exc, _MODEL_ERRORS) else EXIT_USAGE
+
+
 def cli_errors(f: Callable) -> Callable:
-    """Turn BlipcapError into a clean message and exit code 2 instead of a traceback."""
+    """Turn BlipcapError into a clean message and its exit status instead of a traceback."""
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return f(*args, **kwargs)
         except BlipcapError as exc:
-            raise click.UsageError(str(exc)) from exc
+            raise CommandError.from_error(exc) from exc
 
     return wrapper

@@ -30,8 +30,10 @@ Limits (alt text / post text), counted as each platform counts:
   instagram  2,200 / 2,200  graphemes; at most 30 hashtags
 
 Output: one JSON record per image and platform (alt_text, text, lengths,
-limits, hashtags, ranked variants, provenance). Exit status 1 when some
-images failed (their records carry an "error").
+limits, hashtags, ranked variants, provenance). Exit status: 0 when every
+image was described, 1 when some failed (their records carry an "error"), 2
+on usage or configuration errors, 3 when the model could not be found or
+loaded.
 """,
 )
 @click.argument("inputs", nargs=-1, required=True, metavar="IMAGE|DIR|GLOB|URL...")
