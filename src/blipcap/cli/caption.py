@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 import click
 
-from ..errors import BlipcapError
 from ..results import Caption
 from .common import (
     cli_errors,
     decoding_options,
     model_options,
     open_captioner,
+    open_output,
     pop_decoding_options,
     show_progress,
     warn,
@@ -127,7 +123,7 @@ def caption(
     if cap.random_weights:
         warn("this model has RANDOM weights (a test checkpoint): its captions are meaningless")
     failed = 0
-    with _open_output(output) as out:
+    with open_output(output) as out:
         writer = _writer(fmt, out)
         results = cap.caption_iter(
             items,
@@ -167,24 +163,3 @@ def _writer(fmt: str, out: IO[str]):
 
 def _one_line(text: str | None) -> str:
     return " ".join((text or "").split())
-
-
-@contextmanager
-def _open_output(path: Path | None) -> Iterator[IO[str]]:
-    """stdout, or a temporary file next to ``path`` renamed into place once complete."""
-    if path is None:
-        yield sys.stdout
-        return
-    directory = path.resolve().parent
-    if not directory.is_dir():
-        raise BlipcapError(f"cannot write {path}: folder {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=directory)
-    try:
-        with open(fd, "w", encoding="utf-8", newline="") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -5,8 +5,11 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
 
 import click
 
@@ -131,6 +134,38 @@ def open_captioner(model: str | None, backend: str, device: str, dtype: str):
         return get_captioner(model=model, backend=backend, device=device, dtype=dtype)
     except BlipcapError as exc:
         raise CommandError.from_error(exc) from exc
+
+
+@contextmanager
+def open_output(path: Path | None) -> Iterator[IO[str]]:
+    """stdout, or a temporary file next to ``path`` renamed into place once complete.
+
+    The file gets the permissions of any file the user creates (0666 less the
+    umask), not the private 0600 of a temporary file.
+    """
+    if path is None:
+        yield sys.stdout
+        return
+    directory = path.resolve().parent
+    if not directory.is_dir():
+        raise BlipcapError(f"cannot write {path}: folder {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=directory)
+    try:
+        with open(fd, "w", encoding="utf-8", newline="") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def warn(message: str) -> None:

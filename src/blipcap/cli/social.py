@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from .common import cli_errors, model_options, open_captioner, show_progress, warn
+from .common import (
+    cli_errors,
+    model_options,
+    open_captioner,
+    open_output,
+    show_progress,
+    warn,
+)
 
 FORMATS = ("jsonl", "json", "plain")
 
@@ -94,7 +101,6 @@ def social(
     from ..images import expand_inputs
     from ..options import resolve_options
     from ..social import DEFAULT_ATTRIBUTION, SocialOptions, describe
-    from .caption import _open_output
 
     text = attribution_text or (DEFAULT_ATTRIBUTION if attribution else None)
     options = SocialOptions(
@@ -117,7 +123,7 @@ def social(
         progress=show_progress(),
     )
     records = [p.to_record() for p in posts]
-    with _open_output(output) as out:
+    with open_output(output) as out:
         if fmt == "json":
             json.dump(records, out, ensure_ascii=False, indent=2)
             out.write("\n")
