@@ -1,8 +1,16 @@
 # Every target does its own set-up: on a fresh machine `make demo` and `make test` just work.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU build of PyTorch. On a CUDA machine: make TORCH='torch' (or install your torch first).
-TORCH ?= torch==2.13.0
+# TORCH: the PyTorch requirement, installed before blipcap. The default is the CPU build
+# (a few hundred MB; PyPI's Linux wheel is the multi-GB CUDA build). Pinned with its "+cpu"
+# label, so a CUDA wheel can never be picked in its place.
+# TORCH_INDEX: where that build lives, added with --extra-index-url so that an index or
+# wheel folder configured for pip (pip.conf, PIP_FIND_LINKS) still counts. When it cannot
+# be reached, TORCH comes from the configured indexes alone (pip would retry it for minutes).
+#   CUDA (PyPI's build):   make demo TORCH=torch TORCH_INDEX=
+#   macOS (no +cpu label): make demo TORCH=torch==2.13.0
+TORCH ?= torch==2.13.0+cpu
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 EXTRAS ?= all,dev
 
 .PHONY: setup system-deps demo test test-fast lint format bench clean
@@ -12,7 +20,12 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
+	@if [ -n "$(TORCH_INDEX)" ] && $(PY) scripts/reachable.py "$(TORCH_INDEX)/"; then \
+	  index="--extra-index-url $(TORCH_INDEX)"; \
+	elif [ -n "$(TORCH_INDEX)" ]; then \
+	  echo "$(TORCH_INDEX) cannot be reached: $(TORCH) from pip's configured indexes"; \
+	fi; \
+	set -x; $(PY) -m pip install -q "$(TORCH)" $$index
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
