@@ -359,7 +359,13 @@ class CaptionActor:
 # -- the job -------------------------------------------------------------------------------
 
 
+# Ray reports usage statistics to its developers unless told not to; blipcap does not switch
+# that on for its users. RAY_USAGE_STATS_ENABLED=1 in the environment still turns it on.
+USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"
+
+
 def _connect(address: str | None):
+    os.environ.setdefault(USAGE_STATS_ENV, "0")  # before Ray starts or joins a cluster
     ray = require("ray", "ray", "--engine ray")
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
