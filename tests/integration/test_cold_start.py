@@ -29,3 +29,23 @@ def test_cpu_captioning_does_not_import_dynamo(tiny_checkpoint):
     )
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "False"
+
+
+HELP = """
+import sys
+from blipcap.cli import COMMANDS, main
+
+heavy = ("torch", "numpy", "PIL", "huggingface_hub", "tokenizers", "fastapi", "onnxruntime")
+for args in (["--help"], *([name, "--help"] for name in COMMANDS)):
+    try:
+        main(args)
+    except SystemExit:
+        pass
+print("imported:", *sorted(m for m in heavy if m in sys.modules))
+"""
+
+
+def test_help_imports_no_heavy_library():
+    p = subprocess.run([sys.executable, "-c", HELP], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[-1] == "imported:"
