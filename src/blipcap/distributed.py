@@ -412,9 +412,9 @@ def run_job(job: RayJob, progress: bool = False) -> JobSummary:
         batch_size=32,
         fn_kwargs={"done": done, "size": tuple(pre.size), "resample": int(pre.resample)},
         num_cpus=1,
-        # Spread decoding over the cluster's nodes. With GPU actors this stage runs as
-        # its own CPU tasks; with CPU actors Ray fuses it into the actors (same cores).
-        scheduling_strategy="SPREAD",
+        # Ray Data spreads these tasks over the cluster's nodes (its default scheduling
+        # strategy, "SPREAD"). With GPU actors this stage runs as its own CPU tasks; with
+        # CPU actors Ray fuses it into the actors (same cores).
     )
     ds = ds.map_batches(
         CaptionActor,
