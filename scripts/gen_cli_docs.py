@@ -18,7 +18,7 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 
 
 def help_text(args: list[str]) -> str:
-    result = CliRunner().invoke(main, [*args, "--help"], terminal_width=100)
+    result = CliRunner().invoke(main, [*args, "--help"], prog_name="blipcap", terminal_width=100)
     if result.exit_code != 0:
         raise SystemExit(f"blipcap {' '.join(args)} --help failed:\n{result.output}")
     return result.output.rstrip()

@@ -76,3 +76,15 @@ def tiny_checkpoint() -> Path:
 @pytest.fixture(scope="session")
 def small_checkpoint() -> Path:
     return checkpoint("small", seed=1)
+
+
+_TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, named by its folder: ``-m unit``, ``-m "not e2e"``."""
+    root = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(root).parts if item.path.is_relative_to(root) else ()
+        if parts and parts[0] in _TIERS:
+            item.add_marker(parts[0])

@@ -359,7 +359,13 @@ class CaptionActor:
 # -- the job -------------------------------------------------------------------------------
 
 
+# Ray reports usage statistics to its developers unless told not to; blipcap does not switch
+# that on for its users. RAY_USAGE_STATS_ENABLED=1 in the environment still turns it on.
+USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"
+
+
 def _connect(address: str | None):
+    os.environ.setdefault(USAGE_STATS_ENV, "0")  # before Ray starts or joins a cluster
     ray = require("ray", "ray", "--engine ray")
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
@@ -406,9 +412,9 @@ def run_job(job: RayJob, progress: bool = False) -> JobSummary:
         batch_size=32,
         fn_kwargs={"done": done, "size": tuple(pre.size), "resample": int(pre.resample)},
         num_cpus=1,
-        # Spread decoding over the cluster's nodes. With GPU actors this stage runs as
-        # its own CPU tasks; with CPU actors Ray fuses it into the actors (same cores).
-        scheduling_strategy="SPREAD",
+        # Ray Data spreads these tasks over the cluster's nodes (its default scheduling
+        # strategy, "SPREAD"). With GPU actors this stage runs as its own CPU tasks; with
+        # CPU actors Ray fuses it into the actors (same cores).
     )
     ds = ds.map_batches(
         CaptionActor,

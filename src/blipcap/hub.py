@@ -33,6 +33,8 @@ import hashlib
 import json
 import os
 import re
+import shlex
+import shutil
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -230,10 +232,11 @@ def download_command(
     except (ImportError, ValueError):
         new_cli = True
     if new_cli:
-        parts = ["hf download", model_id, *(f'--include "{p}"' for p in _CLI_INCLUDE)]
+        parts = [_cli(new_cli), "download", model_id, *(f'--include "{p}"' for p in _CLI_INCLUDE)]
     else:  # the old argparse CLI takes one --include with several values
         parts = [
-            "huggingface-cli download",
+            _cli(new_cli),
+            "download",
             model_id,
             "--include",
             *(f'"{p}"' for p in _CLI_INCLUDE),
@@ -245,6 +248,22 @@ def download_command(
     elif cache_dir is not None:
         parts += ["--cache-dir", str(cache_dir)]
     return " ".join(parts)
+
+
+def _cli(new_cli: bool) -> str:
+    """How to run huggingface_hub's command line from a shell, here.
+
+    Its name when PATH finds it; else its full path (a virtual environment that
+    is not activated has it next to its Python); else through this Python.
+    """
+    name = "hf" if new_cli else "huggingface-cli"
+    if shutil.which(name):
+        return name
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return shlex.quote(str(beside))
+    module = "huggingface_hub.cli.hf" if new_cli else "huggingface_hub.commands.huggingface_cli"
+    return f"{shlex.quote(sys.executable)} -m {module}"
 
 
 def blipcap_cache_dir() -> Path:

@@ -116,8 +116,8 @@ def test_unified_diff_shows_only_the_alt_lines(tmp_path):
         Path("p.html"), decoded, apply_edits(decoded, [Edit(els[0].span, "A cat.")])
     )
     assert diff == (
-        "--- a/p.html\n+++ b/p.html\n@@ -1,3 +1,3 @@\n <p>one</p>\n-<img src=a.png>\n"
-        '+<img src=a.png alt="A cat.">\n <p>two</p>\n'
+        "--- a/p.html\n+++ b/p.html\n@@ -1,3 +1,3 @@\n <p>one</p>\r\n-<img src=a.png>\r\n"
+        '+<img src=a.png alt="A cat.">\r\n <p>two</p>\r\n'
     )
 
 

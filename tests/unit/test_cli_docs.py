@@ -24,3 +24,11 @@ def test_every_command_has_examples_in_its_help():
     leaves = [s for s in sections if "Commands:" not in s]
     missing = [s.splitlines()[0] for s in leaves if "Example" not in s and "example" not in s]
     assert not missing, f"--help without examples: {missing}"
+
+
+def test_usage_lines_name_the_command_as_typed():
+    text = (ROOT / "docs" / "cli.md").read_text()
+    usages = [line for line in text.splitlines() if line.startswith("Usage: ")]
+    assert len(usages) >= 10
+    assert all(line.startswith("Usage: blipcap ") for line in usages), usages
+    assert "Usage: blipcap caption [OPTIONS]" in text

@@ -9,6 +9,7 @@ characters that encoding cannot hold.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import stat
@@ -77,16 +78,27 @@ def apply_edits(decoded: Decoded, edits: list[Edit]) -> bytes:
 
 
 def unified_diff(path: Path, decoded: Decoded, new: bytes) -> str:
-    """A unified diff of the change, in text (line endings shown as plain newlines)."""
-    old_text = decoded.text
-    new_text = new[len(decoded.bom) :].decode(decoded.encoding, "surrogateescape")
+    """A unified diff of the change that ``git apply`` and ``patch`` apply to a UTF-8 file.
+
+    Lines keep their own endings (CRLF stays CRLF) and a UTF-8 BOM stays on line 1.
+    """
+    bom = "\ufeff" if decoded.bom == codecs.BOM_UTF8 else ""
+    old_text = bom + decoded.text
+    new_text = bom + new[len(decoded.bom) :].decode(decoded.encoding, "surrogateescape")
 
     def lines(text: str) -> list[str]:
-        return [ln.rstrip("\r\n") + "\n" for ln in text.splitlines(keepends=True)]
+        # Split at "\n" only, each line keeping its ending ("\r\n" included).
+        parts = [ln + "\n" for ln in text.split("\n")]
+        parts[-1] = parts[-1][:-1]  # what follows the last "\n"
+        return parts if parts[-1] else parts[:-1]
 
     diff = difflib.unified_diff(lines(old_text), lines(new_text), f"a/{path}", f"b/{path}", n=1)
+    # A last line without a newline gets the marker that diff tools expect after it.
+    out = "".join(
+        ln if ln.endswith("\n") else ln + "\n\\ No newline at end of file\n" for ln in diff
+    )
     # Stray bytes (surrogate escapes) print as U+FFFD rather than failing the terminal.
-    return "".join(diff).encode("utf-8", "replace").decode("utf-8")
+    return out.encode("utf-8", "replace").decode("utf-8")
 
 
 def atomic_write(path: Path, data: bytes, *, backup: bool = False) -> None:

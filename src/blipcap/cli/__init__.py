@@ -2,8 +2,9 @@
 
 Each sub-command lives in its own module and is imported only when it runs,
 so ``blipcap --help`` stays instant and a missing extra only affects the
-command that needs it. Exit codes: 0 success, 1 some items failed, 2 usage
-error.
+command that needs it. Exit status (``common.EXIT_*``): 0 done, 1 some items
+failed, 2 usage or configuration error, 3 the model could not be found or
+loaded.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib
 import click
 
 from .. import __version__
+from .common import EXIT_USAGE, CommandError
 
 # name -> "module:attribute" of a click command. Add a line to register a command.
 COMMANDS: dict[str, str] = {
@@ -46,7 +48,7 @@ class LazyGroup(click.Group):
 
             @click.command(name, help=message, short_help=message)
             def unavailable() -> None:
-                raise click.ClickException(f"'blipcap {name}' is {message}")
+                raise CommandError(f"'blipcap {name}' is {message}", EXIT_USAGE)
 
             return unavailable
 
@@ -68,4 +70,12 @@ def main() -> None:
     The default model is Salesforce/blip-image-captioning-large, downloaded on
     first use into the Hugging Face cache. Set BLIPCAP_MODEL or pass --model to
     use another hub id, a local directory, or an exported ONNX directory.
+
+    \b
+    Exit status, for every command:
+      0  done (alt-text --check: nothing to fix)
+      1  some items failed (their records carry an "error"), a check found
+         problems, golden captions drifted
+      2  usage or configuration error: an option, a file, a missing extra or program
+      3  the model could not be found, loaded or exported
     """

@@ -25,7 +25,8 @@ Examples:
 \b
 Exit status: 0 done (with --check: nothing to fix); 1 with --check when
 something needs fixing, or when a file could not be read or written;
-2 on usage errors.
+2 on usage or configuration errors; 3 when the model could not be found or
+loaded.
 """,
 )
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path), metavar="PATH...")

@@ -52,6 +52,10 @@ on CPU, the peak resident memory of a fresh process per configuration
 --no-isolate the resident memory sampled every 5 ms in this process.
 Configurations larger than one that ran out of memory are skipped; when the
 --max-time budget is used up, the rest are skipped and the table says so.
+
+\b
+Exit status: 0 when a configuration completed, 1 when none did, 2 on usage
+or configuration errors, 3 when the model could not be found or loaded.
 """,
 )
 @model_options

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 import click
 
-from ..errors import BlipcapError
 from ..results import Caption, escape_name, printable, printable_record
 from .common import (
     cli_errors,
     decoding_options,
+    is_utf8,
     model_options,
     open_captioner,
+    open_output,
     pop_decoding_options,
     show_progress,
     warn,
@@ -42,7 +39,8 @@ Examples:
   blipcap caption --engine ray s3://bucket/photos/ --output s3://bucket/captions/
 
 Exit status: 0 when every image was captioned, 1 when some failed (their
-records carry an "error"), 2 on usage errors.
+records carry an "error"), 2 on usage or configuration errors, 3 when the
+model could not be found or loaded.
 """,
 )
 @click.argument("inputs", nargs=-1, required=True, metavar="PATH|DIR|GLOB|URL|-...")
@@ -128,7 +126,7 @@ def caption(
     if cap.random_weights:
         warn("this model has RANDOM weights (a test checkpoint): its captions are meaningless")
     failed = 0
-    with _open_output(output) as out:
+    with open_output(output) as out:
         writer = _writer(fmt, out)
         results = cap.caption_iter(
             items,
@@ -175,32 +173,3 @@ def _plain_texts(r: Caption) -> list[str]:
 
 def _one_line(text: str | None) -> str:
     return " ".join((text or "").split())
-
-
-def is_utf8(out: IO[str]) -> bool:
-    """Whether ``out`` encodes UTF-8 (else JSON is written ASCII-only, with \\u escapes)."""
-    encoding = (getattr(out, "encoding", None) or "utf-8").lower().replace("-", "")
-    return encoding in ("utf8", "utf8sig")
-
-
-@contextmanager
-def _open_output(path: Path | None) -> Iterator[IO[str]]:
-    """stdout, or a temporary file next to ``path`` renamed into place once complete."""
-    if path is None:
-        if hasattr(sys.stdout, "reconfigure"):  # an ASCII terminal must not lose a whole run
-            sys.stdout.reconfigure(errors="backslashreplace")
-        yield sys.stdout
-        return
-    directory = path.resolve().parent
-    if not directory.is_dir():
-        raise BlipcapError(f"cannot write {path}: folder {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=directory)
-    try:
-        with open(fd, "w", encoding="utf-8", newline="") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

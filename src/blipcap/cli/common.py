@@ -5,14 +5,32 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
 
 import click
 
-from ..errors import BlipcapError
+from ..errors import (
+    BackendError,
+    BlipcapError,
+    ExportError,
+    ModelLoadError,
+    ModelNotFoundError,
+    OutOfMemoryError,
+)
 
 DEFAULT_MODEL = "Salesforce/blip-image-captioning-large"
+
+# The exit status of every command.
+EXIT_OK = 0  # everything done (with --check: nothing to fix)
+EXIT_ITEMS_FAILED = 1  # some items failed, a check found problems, golden captions drifted
+EXIT_USAGE = 2  # usage or configuration error: options, files, a missing extra or program
+EXIT_MODEL = 3  # the model could not be found, loaded, run or exported
+
+_MODEL_ERRORS = (ModelNotFoundError, ModelLoadError, BackendError, OutOfMemoryError, ExportError)
 
 
 def model_options(f: Callable) -> Callable:
@@ -115,7 +133,47 @@ def open_captioner(model: str | None, backend: str, device: str, dtype: str):
     try:
         return get_captioner(model=model, backend=backend, device=device, dtype=dtype)
     except BlipcapError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CommandError.from_error(exc) from exc
+
+
+@contextmanager
+def open_output(path: Path | None) -> Iterator[IO[str]]:
+    """stdout, or a temporary file next to ``path`` renamed into place once complete.
+
+    The file gets the permissions of any file the user creates (0666 less the
+    umask), not the private 0600 of a temporary file.
+    """
+    if path is None:
+        if hasattr(sys.stdout, "reconfigure"):  # an ASCII terminal must not lose a whole run
+            sys.stdout.reconfigure(errors="backslashreplace")
+        yield sys.stdout
+        return
+    directory = path.resolve().parent
+    if not directory.is_dir():
+        raise BlipcapError(f"cannot write {path}: folder {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=directory)
+    try:
+        with open(fd, "w", encoding="utf-8", newline="") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def is_utf8(out: IO[str]) -> bool:
+    """Whether ``out`` encodes UTF-8 (else JSON is written ASCII-only, with \\u escapes)."""
+    encoding = (getattr(out, "encoding", None) or "utf-8").lower().replace("-", "")
+    return encoding in ("utf8", "utf8sig")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def warn(message: str) -> None:
@@ -130,14 +188,31 @@ def show_progress() -> bool:
     return sys.stderr.isatty()
 
 
+class CommandError(click.ClickException):
+    """A message on stderr (no traceback) and the exit status that says what kind of failure."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    @classmethod
+    def from_error(cls, exc: BlipcapError) -> CommandError:
+        return cls(str(exc), exit_status(exc))
+
+
+def exit_status(exc: BlipcapError) -> int:
+    """3 when the model is what failed, else 2 (options, files, a missing extra or program)."""
+    return EXIT_MODEL if isinstance(exc, _MODEL_ERRORS) else EXIT_USAGE
+
+
 def cli_errors(f: Callable) -> Callable:
-    """Turn BlipcapError into a clean message and exit code 2 instead of a traceback."""
+    """Turn BlipcapError into a clean message and its exit status instead of a traceback."""
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return f(*args, **kwargs)
         except BlipcapError as exc:
-            raise click.UsageError(str(exc)) from exc
+            raise CommandError.from_error(exc) from exc
 
     return wrapper

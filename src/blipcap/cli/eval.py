@@ -57,7 +57,8 @@ apt-get install default-jre-headless). Captioning uses the coco preset
 --references-from and --golden reuse the options stored with those runs.
 
 Exit status: 0 success; 1 some images had no caption, or golden drift;
-2 usage errors (including a missing Java).
+2 usage or configuration errors (including unreadable reference files and a
+missing Java); 3 the model could not be found or loaded.
 """,
 )
 @click.option(

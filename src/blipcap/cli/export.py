@@ -39,6 +39,10 @@ backend on synthetic images: float32 must give identical tokens (greedy and
 beam search), or the export fails; int8 reports its agreement.
 Exporting needs blipcap[export] (torch, onnx, onnxruntime); running the
 export needs only blipcap[onnx].
+
+\b
+Exit status: 0 exported (and verified), 2 on usage or configuration errors,
+3 when the model could not be found, loaded or exported.
 """,
 )
 @click.option(
@@ -75,16 +79,13 @@ export needs only blipcap[onnx].
 @cli_errors
 def onnx(model, revision, out, quantize, opset, verify_images, overwrite, as_json) -> None:
     """Export a BLIP captioning model to ONNX (optionally int8) and verify it."""
-    from ..errors import ExportError
     from ..export import export_onnx
 
-    try:
-        report = export_onnx(
-            model, out, quantize=quantize, opset=opset, revision=revision, overwrite=overwrite,
-            verify_images=verify_images,
-        )  # fmt: skip
-    except ExportError as exc:  # the export ran and failed: exit 1, not a usage error
-        raise click.ClickException(str(exc)) from exc
+    # cli_errors: a failed export (ExportError) exits 3, a usage error 2.
+    report = export_onnx(
+        model, out, quantize=quantize, opset=opset, revision=revision, overwrite=overwrite,
+        verify_images=verify_images,
+    )  # fmt: skip
     if as_json:
         click.echo(
             json.dumps(

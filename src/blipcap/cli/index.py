@@ -96,7 +96,7 @@ Run it again whenever the folders change: only new or edited images are
 captioned, renamed and copied files keep their captions, and removed files
 leave the index. Exit status: 0 when every image was indexed, 1 when some
 failed (listed on stderr, or as {"path", "error"} records with --json), 2 on
-usage errors.
+usage or configuration errors, 3 when the model could not be found or loaded.
 """,
 )
 @click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="PATH...")

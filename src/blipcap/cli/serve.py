@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from .common import model_options, warn
+from .common import EXIT_MODEL, cli_errors, model_options, warn
 
 
 @click.command(
@@ -27,6 +27,10 @@ GET /readyz (503 until the model is loaded and warm), GET /metrics
 (Prometheus), plus /v1/alt-text, /v1/documents and /v1/search when those
 features are available. SIGTERM: readiness turns 503, new work is refused,
 requests in flight finish (up to --grace-period seconds), then it exits.
+
+\b
+Exit status: 0 after a clean shutdown, 2 on usage or configuration errors
+(a missing server extra), 3 when the model could not be found or loaded.
 """,
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -136,6 +140,7 @@ requests in flight finish (up to --grace-period seconds), then it exits.
     default="info",
     show_default=True,
 )
+@cli_errors
 def serve(
     host, port, model, backend, device, dtype, db, max_batch_size, max_wait_ms, max_queue,
     max_client_requests, request_timeout, max_body_mb, body_timeout, min_body_rate, max_uploads,
@@ -210,8 +215,9 @@ def serve(
     click.echo(f"blipcap: serving on http://{_display(host)}:{port}/ (API docs at /docs)", err=True)
     server.run()
     if fatal:
-        warn(f"stopped: the model could not be loaded: {fatal[0]}")
-        sys.exit(1)
+        # The server's log has just said why; say only what it means for the process.
+        warn("stopped: the model could not be loaded (see above)")
+        sys.exit(EXIT_MODEL)
 
 
 def _is_loopback(host: str) -> bool:

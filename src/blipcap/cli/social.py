@@ -8,7 +8,15 @@ from pathlib import Path
 
 import click
 
-from .common import cli_errors, model_options, open_captioner, show_progress, warn
+from .common import (
+    cli_errors,
+    is_utf8,
+    model_options,
+    open_captioner,
+    open_output,
+    show_progress,
+    warn,
+)
 
 FORMATS = ("jsonl", "json", "plain")
 
@@ -30,8 +38,10 @@ Limits (alt text / post text), counted as each platform counts:
   instagram  2,200 / 2,200  graphemes; at most 30 hashtags
 
 Output: one JSON record per image and platform (alt_text, text, lengths,
-limits, hashtags, ranked variants, provenance). Exit status 1 when some
-images failed (their records carry an "error").
+limits, hashtags, ranked variants, provenance). Exit status: 0 when every
+image was described, 1 when some failed (their records carry an "error"), 2
+on usage or configuration errors, 3 when the model could not be found or
+loaded.
 """,
 )
 @click.argument("inputs", nargs=-1, required=True, metavar="IMAGE|DIR|GLOB|URL...")
@@ -93,7 +103,6 @@ def social(
     from ..options import resolve_options
     from ..results import printable_record
     from ..social import DEFAULT_ATTRIBUTION, SocialOptions, describe
-    from .caption import _open_output, is_utf8
 
     text = attribution_text or (DEFAULT_ATTRIBUTION if attribution else None)
     options = SocialOptions(
@@ -116,7 +125,7 @@ def social(
         progress=show_progress(),
     )
     records = [printable_record(p.to_record()) for p in posts]
-    with _open_output(output) as out:
+    with open_output(output) as out:
         ascii_only = not is_utf8(out)
         if fmt == "json":
             json.dump(records, out, ensure_ascii=ascii_only, indent=2)

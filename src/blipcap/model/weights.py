@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -72,11 +73,37 @@ def read_state_dict(files: Iterable[Path]) -> dict[str, torch.Tensor]:
     return state
 
 
+# The torch.nn.init functions that layers call when they are built (Linear, Embedding,
+# LayerNorm, Conv2d).
+_INIT_FUNCTIONS = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_", "constant_")
+
+
+@contextmanager
+def _no_weight_init() -> Iterator[None]:
+    """Build layers without initializing their weights: every weight comes from the checkpoint.
+
+    On the meta device that initialization does nothing useful, and ``normal_`` there
+    imports ``torch._dynamo`` (more than a second of start-up on the CPU path).
+    """
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+    for name in _INIT_FUNCTIONS:
+        setattr(nn.init, name, _keep)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(nn.init, name, function)
+
+
+def _keep(tensor: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+    return tensor
+
+
 def load_model(
     directory: Path, config: BlipConfig, dtype: torch.dtype, device
 ) -> BlipCaptioningModel:
     """Build the model and load the checkpoint in ``directory``; strict about missing keys and shapes."""
-    with torch.device("meta"):
+    with torch.device("meta"), _no_weight_init():
         model = BlipCaptioningModel(config)
     expected = model.state_dict()
     state = read_state_dict(weight_files(directory))

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,8 @@ def _isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("BLIPCAP_MODEL", raising=False)
+    # Messages name `hf` when PATH finds it (see test_download_command_runs_without_hf_on_path).
+    monkeypatch.setattr(hub.shutil, "which", lambda name: f"/usr/bin/{name}")
 
 
 @pytest.fixture
@@ -454,3 +457,28 @@ def test_download_command():
         'hf download a/b --include "*.json" --include "*.safetensors" --include "*.txt" '
         "--revision v1 --local-dir out"
     )
+
+
+def test_download_command_runs_without_hf_on_path(monkeypatch, tmp_path):
+    monkeypatch.setattr(hub.shutil, "which", lambda name: None)
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    monkeypatch.setattr(hub.sys, "executable", str(python))
+    # Not on PATH and not beside this Python: through this Python.
+    assert hub.download_command("a/b").startswith(
+        f"{python} -m huggingface_hub.cli.hf download a/b "
+    )
+    # Beside this Python (a virtual environment that is not activated): its full path.
+    (python.parent / "hf").write_text("#!/bin/sh\n")
+    (python.parent / "hf").chmod(0o755)
+    assert hub.download_command("a/b").startswith(f"{python.parent / 'hf'} download a/b ")
+
+
+def test_the_module_named_for_the_cli_runs():
+    import subprocess
+
+    p = subprocess.run(
+        [sys.executable, "-m", "huggingface_hub.cli.hf", "download", "--help"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 0 and "--include" in p.stdout, p.stderr
