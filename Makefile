@@ -70,5 +70,7 @@ format: setup
 bench: setup
 	$(PY) benchmarks/core.py
 
+## Remove what setup, the tests and the demo made: the venv, the random-weight test
+## checkpoints (.cache/), the tests' JavaScript packages and the sample photos.
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .cache tests/e2e/node_modules examples/photos
