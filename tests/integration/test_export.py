@@ -167,6 +167,22 @@ def test_failed_verification_is_an_error_and_writes_nothing(tiny_checkpoint, tmp
     assert list(tmp_path.iterdir()) == []  # the work directory is gone too
 
 
+def _has_vnni() -> bool:
+    """Whether this CPU has int8 dot-product instructions (AVX-512 VNNI or AVX-VNNI)."""
+    try:
+        flags = open("/proc/cpuinfo").read().split()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+# ONNX Runtime's int8 kernels agree less with float32 on a CPU without VNNI
+# (tiny shape: decoder cosine mean 0.99968 with AVX-512 VNNI, 0.99843 with AVX2 alone,
+# top-1 agreement 88% there, the random model's near-ties flipping; int8-vision minimum
+# 0.9999 and 0.9976); see docs/onnx.md.
+INT8_COSINE, INT8_TOP1 = (0.999, 0.9) if _has_vnni() else (0.997, 0.85)
+
+
 @pytest.mark.slow
 def test_int8_export(tiny_checkpoint, tmp_path):
     from blipcap import Captioner
@@ -182,7 +198,7 @@ def test_int8_export(tiny_checkpoint, tmp_path):
     assert "MatMulNBits" in manifest["exporter"]["quantization"]["decoder"]
     logits = report["verification"]["logits"]
     assert logits["positions"] == 3 * 20
-    assert logits["cosine_mean"] > 0.999 and logits["top1_agreement"] > 0.9
+    assert logits["cosine_mean"] > INT8_COSINE and logits["top1_agreement"] > INT8_TOP1
     onnx = pytest.importorskip("onnx")
 
     def float_weight_products(graph):
@@ -227,5 +243,5 @@ def test_int8_vision_export_keeps_the_decoder_float32(tiny_checkpoint, tmp_path)
     assert "MatMulNBits" not in decoder_ops and "MatMul" in decoder_ops
     vision_ops = {n.op_type for n in onnx.load(str(out / "vision.onnx")).graph.node}
     assert "MatMulInteger" in vision_ops
-    assert json.loads(result.stdout)["verification"]["logits"]["cosine_min"] > 0.999
+    assert json.loads(result.stdout)["verification"]["logits"]["cosine_min"] > INT8_COSINE
     assert Captioner(str(out)).dtype == "int8"
