@@ -6,7 +6,7 @@
 A mixed library of 1600x1200 images:
 - photos without text: scikit-image's photos (astronaut, coffee, cat, rocket,
   camera), scaled up, and generated ones (smooth gradients with blobs, noise);
-- images with text rendered in DejaVu Sans: "screenshots" (lines of 18-22 px
+- images with text rendered in DejaVu Sans: "screenshots" (lines of 12-22 px
   text on a flat background) and "signs" (40-70 px words on a photo).
 
 Each image goes through ``ocr_image`` twice per repeat: with RapidOCR's full
@@ -73,12 +73,14 @@ def photos() -> list[tuple[str, Image.Image]]:
 
 def screenshots() -> list[tuple[str, Image.Image, str]]:
     found = []
-    for i, (px, bg, fg) in enumerate([(18, "white", "black"), (22, "#202124", "#e8eaed")]):
+    for i, (px, bg, fg) in enumerate(
+        [(12, "white", "black"), (18, "white", "black"), (22, "#202124", "#e8eaed")]
+    ):
         img = Image.new("RGB", SIZE, bg)
         draw = ImageDraw.Draw(img)
         font = ImageFont.truetype(FONT, px)
         for row, line in enumerate(SCREEN_LINES):
-            draw.text((60 + 200 * i, 80 + row * px * 5), line, font=font, fill=fg)
+            draw.text((60 + 150 * i, 80 + row * px * 5), line, font=font, fill=fg)
         found.append((f"screenshot-{px}px", img, " ".join(SCREEN_LINES)))
     return found
 
