@@ -30,6 +30,12 @@ from ._optional import require
 from .errors import BlipcapError, CorruptImageError, InputError, OptionsError
 
 OCR_ENGINES = ("rapidocr", "tesseract")
+DETECT_PX = 2000
+"""RapidOCR's text detector sees the image scaled to at most this many pixels (its default)."""
+PHOTO_DETECT_PX = 960
+"""Detection size for photo libraries (``blipcap index --ocr auto``): the detector sees a
+quarter to a third of the pixels it sees at ``DETECT_PX``; lines found are still read from the full-resolution image.
+Measured in benchmarks/index_ocr.py."""
 DEFAULT_DPI = 300
 # A PDF page is rendered at the requested DPI unless that would exceed this many
 # pixels (a poster-sized or hostile MediaBox); then the DPI is lowered to fit.
@@ -89,7 +95,8 @@ class OcrResult:
 class RapidOcrEngine:
     """PP-OCRv4 detection + recognition through ONNX Runtime (models ship in the wheel).
 
-    Detection runs on the page scaled to at most 2000 px (RapidOCR's default);
+    Detection runs on the page scaled to at most ``detect_px`` (2000 px, RapidOCR's
+    default, unless the caller asks for less: a photo library uses ``PHOTO_DETECT_PX``);
     each detected line is then cut from the *full-resolution* image and
     enlarged so that it is at least 48 px high - the recognizer's input height.
     A line the angle classifier calls upside down is read both ways.
@@ -109,26 +116,27 @@ class RapidOcrEngine:
         self._ocr = module.RapidOCR(det_score_mode="slow")
         self._lock = threading.Lock()  # the engine keeps per-call state: one call at a time
 
-    def recognize(self, image: Image.Image) -> tuple[list[OcrLine], int]:
+    def recognize(
+        self, image: Image.Image, detect_px: int = DETECT_PX
+    ) -> tuple[list[OcrLine], int]:
         """Lines (boxes in the image's pixels) and the rotation they refer to: 180 when most
         lines read better turned round - an upside-down page, read again turned upright."""
-        lines, turned = self._read(image)
+        lines, turned = self._read(image, detect_px)
         if len(lines) >= 2 and turned > len(lines) / 2:
-            upright, turned_again = self._read(image.rotate(180))
+            upright, turned_again = self._read(image.rotate(180), detect_px)
             if turned_again < len(upright) / 2:
                 return upright, 180
         return lines, 0
 
-    def _read(self, image: Image.Image) -> tuple[list[OcrLine], int]:
+    def _read(self, image: Image.Image, detect_px: int) -> tuple[list[OcrLine], int]:
         import numpy as np
 
         bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
         turned_count = 0
         with self._lock:
-            boxes, _ = self._ocr(bgr, use_det=True, use_cls=False, use_rec=False)
-            if not boxes:
+            quads = self._detect(bgr, detect_px)
+            if not quads:
                 return [], 0
-            quads = [np.asarray(b, dtype=np.float32).reshape(4, 2) for b in boxes]
             crops = [self._crop(bgr, q) for q in quads]
             texts = self._recognize_lines(crops)
             # The angle classifier squeezes a line into 192 px, so long lines are often
@@ -153,6 +161,21 @@ class RapidOcrEngine:
             if text.strip():
                 lines.append(OcrLine(" ".join(text.split()), box, float(score)))
         return lines, turned_count
+
+    def _detect(self, bgr: Any, detect_px: int) -> list[Any]:
+        """Text-line quadrilaterals in ``bgr``'s pixels, found on a copy scaled to at most
+        ``detect_px`` on its longest side (detection is most of the cost on a photo)."""
+        import cv2
+        import numpy as np
+
+        scale = min(1.0, detect_px / max(bgr.shape[:2]))
+        if detect_px >= DETECT_PX:  # RapidOCR scales the page to DETECT_PX itself, as it always has
+            scale = 1.0
+        if scale < 1.0:
+            size = (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale)))
+            bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+        boxes, _ = self._ocr(bgr, use_det=True, use_cls=False, use_rec=False)
+        return [np.asarray(b, dtype=np.float32).reshape(4, 2) / scale for b in boxes or []]
 
     def _recognize_lines(self, crops: list[Any]) -> list[tuple[str, float]]:
         results, _ = self._ocr.text_rec(crops)
@@ -258,15 +281,21 @@ def ocr_image(
     *,
     lang: str = "eng",
     min_confidence: float = 0.5,
+    detect_px: int | None = None,
 ) -> OcrResult:
     """Read the text in ``image``: lines in reading order with boxes and confidences.
 
     ``lang`` applies to Tesseract (any installed traineddata, e.g. ``deu``);
     RapidOCR's bundled model reads English and Chinese. Lines whose
-    confidence is below ``min_confidence`` are dropped.
+    confidence is below ``min_confidence`` are dropped. ``detect_px`` (RapidOCR) is the
+    longest side text detection looks at, ``DETECT_PX`` by default: less is faster and
+    misses smaller text.
     """
     ocr = get_ocr_engine(engine, lang if engine == "tesseract" else "eng")
-    found, rotation = ocr.recognize(image)
+    if isinstance(ocr, RapidOcrEngine):
+        found, rotation = ocr.recognize(image, detect_px or DETECT_PX)
+    else:
+        found, rotation = ocr.recognize(image)
     lines = [ln for ln in found if ln.confidence >= min_confidence]
     if engine == "rapidocr":  # Tesseract does its own page-layout analysis
         lines = reading_order(lines)

@@ -112,7 +112,8 @@ usage or configuration errors, 3 when the model could not be found or loaded.
     type=click.Choice(["auto", "rapidocr", "tesseract", "none"]),
     default="auto",
     show_default=True,
-    help="Read text in images (screenshots, scans, signs); auto = rapidocr when installed.",
+    help="Read text in images (screenshots, scans, signs); auto = rapidocr when installed, "
+    "detecting text at 960 px (rapidocr: 2000 px, slower, finds smaller text).",
 )
 @click.option("--recaption", is_flag=True, help="Caption again images that already have a caption.")
 @click.option(
@@ -153,6 +154,7 @@ def index(
     caption, the text in it (OCR), its size, EXIF date and camera, a small
     thumbnail and where the caption came from (model, revision, options).
     """
+    from ..documents import PHOTO_DETECT_PX
     from ..index import Indexer, IndexOptions, open_store
 
     _check_db_folder(db)
@@ -161,6 +163,7 @@ def index(
     options = IndexOptions(
         batch_size=batch_size,
         ocr_engine=_ocr_engine(ocr),
+        ocr_detect_px=PHOTO_DETECT_PX if ocr == "auto" else None,
         write_xmp=write_xmp,
         recaption=recaption,
         include_hidden=include_hidden,

@@ -30,6 +30,8 @@ class IndexOptions:
     """Images captioned (and committed) together."""
     ocr_engine: str | None = None
     """"rapidocr", "tesseract" or None (no OCR)."""
+    ocr_detect_px: int | None = None
+    """Longest side RapidOCR's text detector sees (None: its default, 2000 px)."""
     write_xmp: bool = False
     recaption: bool = False
     """Caption again content that already has a caption (e.g. after changing the model)."""
@@ -276,7 +278,7 @@ class Indexer:
         from ..documents import ocr_image
 
         try:
-            return ocr_image(image, self.options.ocr_engine)
+            return ocr_image(image, self.options.ocr_engine, detect_px=self.options.ocr_detect_px)
         except BlipcapError as exc:
             # OCR is an extra: the image is still indexed by its caption.
             if self.on_error is not None:
