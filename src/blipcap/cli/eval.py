@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..errors import EvaluationError
+from ..errors import BackendError, EvaluationError
 from ..options import CaptionOptions, resolve_options
 from .common import (
     cli_errors,
@@ -151,18 +151,10 @@ def _model_provenance(cap: Any, options: CaptionOptions, preset: str | None) -> 
 
 
 def _open(
-    kwargs: dict[str, Any],
-    model: str | None = None,
-    backend: str | None = None,
-    dtype: str | None = None,
+    kwargs: dict[str, Any], model: str | None = None, backend: str = "auto", dtype: str = "auto"
 ) -> tuple[Any, float]:
     t0 = time.perf_counter()
-    cap = open_captioner(
-        kwargs["model"] or model,
-        kwargs["backend"] if kwargs["backend"] != "auto" or not backend else backend,
-        kwargs["device"],
-        kwargs["dtype"] if kwargs["dtype"] != "auto" or dtype not in DTYPES else dtype,
-    )
+    cap = open_captioner(kwargs["model"] or model, backend, kwargs["device"], dtype)
     if cap.random_weights:
         warn(
             "this model has RANDOM weights (a test checkpoint): its captions, and any score "
@@ -337,12 +329,10 @@ def _rerun(
     from ..evaluation.runs import resolve_paths, run_from_results
 
     prov = reference.provenance
-    cap, load_s = _open(
-        kwargs,
-        prov.get("model"),
-        prov.get("backend") if kwargs["golden"] else None,
-        prov.get("dtype") if kwargs["golden"] else None,
-    )
+    if kwargs["golden"]:
+        cap, load_s = _open_as_recorded(kwargs, reference)
+    else:
+        cap, load_s = _open(kwargs, prov.get("model"), kwargs["backend"], kwargs["dtype"])
     sources = resolve_paths(reference, kwargs["images"])
     keys = [item.path for item in reference.items.values()]
     t0 = time.perf_counter()
@@ -433,6 +423,63 @@ def metrics_markdown_one(scores: dict[str, float]) -> str:
 
 
 # --- golden captions ------------------------------------------------------------------------
+
+
+def _open_as_recorded(kwargs: dict[str, Any], golden: Any) -> tuple[Any, float]:
+    """Load the model that made a golden file, with its backend and dtype.
+
+    --model, --backend and --dtype given on the command line win. The recorded
+    backend and dtype describe the recorded model, so they are reused only
+    while that model is checked again (and the dtype only with its backend):
+    another model (an ONNX export of the same weights, say) loads with its
+    own, and the notes show what changed.
+    A recorded setting the model no longer has is a configuration error that
+    names the flag to pass.
+    """
+    from ..captioner import BACKENDS
+
+    prov = golden.provenance
+    ctx = click.get_current_context()
+    given = {
+        name
+        for name in ("model", "backend", "dtype")
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    }
+    # Each setting goes with the ones before it: a dtype with its backend, both with the model.
+    recorded: dict[str, Any] = {}
+    for name in ("model", "backend", "dtype"):
+        if name in given and kwargs[name] != prov.get(name):
+            break
+        if name != "model" and name not in given and prov.get(name) is not None:
+            recorded[name] = prov[name]
+
+    def mismatch(problem: str, names: Any = recorded) -> EvaluationError:
+        flags = " ".join(f"--{name} auto" for name in names)
+        setting = ", ".join(f"{name} {value}" for name, value in recorded.items())
+        return EvaluationError(
+            f"{golden.source} was recorded with {setting}, but {problem}. To check this model "
+            f"against it anyway, pass {flags} (the notes will show the change); or record the "
+            "golden file again"
+        )
+
+    settings = {
+        name: recorded.get(name) if recorded.get(name) in choices else kwargs[name]
+        for name, choices in (("backend", BACKENDS), ("dtype", DTYPES))
+    }
+    try:
+        cap, load_s = _open(kwargs, prov.get("model"), settings["backend"], settings["dtype"])
+    except click.ClickException as exc:
+        if not recorded or not isinstance(exc.__cause__, BackendError):
+            raise
+        raise mismatch(f"the model cannot be loaded that way ({exc.message})") from exc
+    now = {"backend": cap.backend.name, "dtype": cap.dtype}
+    changed = {name: now[name] for name in recorded if now[name] != recorded[name]}
+    if changed:
+        raise mismatch(
+            "the model now loads with " + ", ".join(f"{n} {v}" for n, v in changed.items()),
+            changed,
+        )
+    return cap, load_s
 
 
 def _golden_mode(kwargs: dict[str, Any], preset: str | None, overrides: dict[str, Any]) -> None:
