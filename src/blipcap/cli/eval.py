@@ -453,31 +453,29 @@ def _open_as_recorded(kwargs: dict[str, Any], golden: Any) -> tuple[Any, float]:
         if name != "model" and name not in given and prov.get(name) is not None:
             recorded[name] = prov[name]
 
-    def mismatch(problem: str, names: Any = recorded) -> EvaluationError:
-        flags = " ".join(f"--{name} auto" for name in names)
-        setting = ", ".join(f"{name} {value}" for name, value in recorded.items())
-        return EvaluationError(
-            f"{golden.source} was recorded with {setting}, but {problem}. To check this model "
-            f"against it anyway, pass {flags} (the notes will show the change); or record the "
-            "golden file again"
-        )
-
     settings = {
         name: recorded.get(name) if recorded.get(name) in choices else kwargs[name]
         for name, choices in (("backend", BACKENDS), ("dtype", DTYPES))
     }
+    model = prov.get("model")
     try:
-        cap, load_s = _open(kwargs, prov.get("model"), settings["backend"], settings["dtype"])
+        cap, load_s = _open(kwargs, model, settings["backend"], settings["dtype"])
     except click.ClickException as exc:
         if not recorded or not isinstance(exc.__cause__, BackendError):
             raise
-        raise mismatch(f"the model cannot be loaded that way ({exc.message})") from exc
+        # Load it as it is now, to say exactly which recorded setting it lacks.
+        cap, load_s = _open(kwargs, model, kwargs["backend"], kwargs["dtype"])
     now = {"backend": cap.backend.name, "dtype": cap.dtype}
-    changed = {name: now[name] for name in recorded if now[name] != recorded[name]}
+    changed = [name for name in recorded if now[name] != recorded[name]]
     if changed:
-        raise mismatch(
-            "the model now loads with " + ", ".join(f"{n} {v}" for n, v in changed.items()),
-            changed,
+        raise EvaluationError(
+            f"{golden.source} was recorded with "
+            + ", ".join(f"{name} {recorded[name]}" for name in changed)
+            + ", but this model now runs with "
+            + ", ".join(f"{name} {now[name]}" for name in changed)
+            + ". To check it against the golden captions anyway, pass "
+            + " ".join(f"--{name} auto" for name in changed)
+            + " (a note will show the change); or record the golden file again"
         )
     return cap, load_s
 
