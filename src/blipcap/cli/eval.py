@@ -330,7 +330,7 @@ def _rerun(
 
     prov = reference.provenance
     if kwargs["golden"]:
-        cap, load_s = _open_as_recorded(kwargs, reference)
+        cap, load_s = _open_as_recorded(kwargs, reference, options)
     else:
         cap, load_s = _open(kwargs, prov.get("model"), kwargs["backend"], kwargs["dtype"])
     sources = resolve_paths(reference, kwargs["images"])
@@ -425,7 +425,9 @@ def metrics_markdown_one(scores: dict[str, float]) -> str:
 # --- golden captions ------------------------------------------------------------------------
 
 
-def _open_as_recorded(kwargs: dict[str, Any], golden: Any) -> tuple[Any, float]:
+def _open_as_recorded(
+    kwargs: dict[str, Any], golden: Any, options: CaptionOptions
+) -> tuple[Any, float]:
     """Load the model that made a golden file, with its backend and dtype.
 
     --model, --backend and --dtype given on the command line win. The recorded
@@ -465,7 +467,7 @@ def _open_as_recorded(kwargs: dict[str, Any], golden: Any) -> tuple[Any, float]:
             raise
         # Load it as it is now, to say exactly which recorded setting it lacks.
         cap, load_s = _open(kwargs, model, kwargs["backend"], kwargs["dtype"])
-    now = {"backend": cap.backend.name, "dtype": cap.dtype}
+    now = asdict(cap.provenance_for(options))
     changed = [name for name in recorded if now[name] != recorded[name]]
     if changed:
         raise EvaluationError(
