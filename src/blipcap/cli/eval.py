@@ -151,10 +151,19 @@ def _model_provenance(cap: Any, options: CaptionOptions, preset: str | None) -> 
 
 
 def _open(
-    kwargs: dict[str, Any], model: str | None = None, backend: str = "auto", dtype: str = "auto"
+    kwargs: dict[str, Any],
+    model: str | None = None,
+    backend: str | None = None,
+    dtype: str | None = None,
 ) -> tuple[Any, float]:
+    """Load --model (else ``model``) with ``backend`` and ``dtype`` (else --backend, --dtype)."""
     t0 = time.perf_counter()
-    cap = open_captioner(kwargs["model"] or model, backend, kwargs["device"], dtype)
+    cap = open_captioner(
+        kwargs["model"] or model,
+        backend or kwargs["backend"],
+        kwargs["device"],
+        dtype or kwargs["dtype"],
+    )
     if cap.random_weights:
         warn(
             "this model has RANDOM weights (a test checkpoint): its captions, and any score "
@@ -332,7 +341,7 @@ def _rerun(
     if kwargs["golden"]:
         cap, load_s = _open_as_recorded(kwargs, reference, options)
     else:
-        cap, load_s = _open(kwargs, prov.get("model"), kwargs["backend"], kwargs["dtype"])
+        cap, load_s = _open(kwargs, prov.get("model"))
     sources = resolve_paths(reference, kwargs["images"])
     keys = [item.path for item in reference.items.values()]
     t0 = time.perf_counter()
@@ -442,21 +451,18 @@ def _open_as_recorded(
 
     prov = golden.provenance
     ctx = click.get_current_context()
-    given = {
-        name
-        for name in ("model", "backend", "dtype")
-        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
-    }
     # Each setting goes with the ones before it: a dtype with its backend, both with the model.
     recorded: dict[str, Any] = {}
-    for name in ("model", "backend", "dtype"):
-        if name in given and kwargs[name] != prov.get(name):
-            break
-        if name != "model" and name not in given and prov.get(name) is not None:
-            recorded[name] = prov[name]
-
+    if kwargs["model"] in (None, prov.get("model")):
+        for name in ("backend", "dtype"):
+            if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+                if kwargs[name] != prov.get(name):
+                    break
+            elif prov.get(name) is not None:
+                recorded[name] = prov[name]
+    # A recorded value no flag can ask for ("int8": an export's only dtype) is what auto loads.
     settings = {
-        name: recorded.get(name) if recorded.get(name) in choices else kwargs[name]
+        name: recorded[name] if recorded.get(name) in choices else None
         for name, choices in (("backend", BACKENDS), ("dtype", DTYPES))
     }
     model = prov.get("model")
@@ -466,7 +472,7 @@ def _open_as_recorded(
         if not recorded or not isinstance(exc.__cause__, BackendError):
             raise
         # Load it as it is now, to say exactly which recorded setting it lacks.
-        cap, load_s = _open(kwargs, model, kwargs["backend"], kwargs["dtype"])
+        cap, load_s = _open(kwargs, model)
     now = asdict(cap.provenance_for(options))
     changed = [name for name in recorded if now[name] != recorded[name]]
     if changed:
