@@ -203,3 +203,106 @@ def test_agreement_of_a_run_with_itself(tiny_checkpoint, tmp_path):
     assert doc["reference"]["file"] == str(reference)
     assert doc["metrics"]["ROUGE-L"] == pytest.approx(1.0)
     assert doc["metrics"]["BLEU-1"] == pytest.approx(1.0, abs=1e-6)
+
+
+# --- golden checks of ONNX exports -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exports(tiny_checkpoint, tmp_path_factory):
+    """A float32 and an int8 ONNX export of the tiny checkpoint."""
+    from blipcap.export import export_onnx
+
+    root = tmp_path_factory.mktemp("exports")
+    export_onnx(str(tiny_checkpoint), root / "fp32", verify_images=2, quiet=True)
+    export_onnx(str(tiny_checkpoint), root / "int8", quantize="int8", verify_images=2, quiet=True)
+    return {"float32": root / "fp32", "int8": root / "int8"}
+
+
+def _record(model: Path, out: Path, *extra: str) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["caption", "golden", "--model", str(model), "--device", "cpu", "--format", "jsonl",
+         "--output", str(out), *extra],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture
+def golden_images(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BLIPCAP_MODEL", raising=False)
+    _images(tmp_path / "golden", ["a.jpg", "b.jpg", "c.jpg"])
+    return tmp_path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_golden_recorded_from_an_export_passes_with_it(exports, golden_images, dtype):
+    _record(exports[dtype], golden_images / "golden.jsonl")
+    record = json.loads((golden_images / "golden.jsonl").read_text().splitlines()[0])
+    assert (record["backend"], record["dtype"]) == ("onnx", dtype)
+
+    ok = _eval("--golden", "golden.jsonl", "--device", "cpu")
+    assert ok.exit_code == 0, ok.output
+    assert ok.stdout.strip() == "golden golden.jsonl: 3 of 3 identical"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_golden_from_torch_checked_against_an_export(
+    tiny_checkpoint, exports, golden_images, dtype
+):
+    _record(tiny_checkpoint, golden_images / "golden.jsonl", "--backend", "torch")
+
+    # --model overrides the recorded model; the export brings its own backend and dtype.
+    run = _eval("--golden", "golden.jsonl", "--model", str(exports[dtype]), "--device", "cpu")
+    lines = run.stdout.splitlines()
+    assert "note: backend was 'torch', now 'onnx'" in lines
+    if dtype == "float32":  # the same weights, the same arithmetic: the same captions
+        assert run.exit_code == 0, run.output
+        assert lines[0] == "golden golden.jsonl: 3 of 3 identical"
+    else:  # int8 weights may change a token: drift (1) is an answer, not an error
+        assert run.exit_code in (0, 1), run.output
+        assert "note: dtype was 'float32', now 'int8'" in lines
+
+
+@pytest.mark.slow
+def test_golden_flags_override_the_recorded_ones(tiny_checkpoint, exports, golden_images):
+    _record(exports["float32"], golden_images / "golden.jsonl")
+    # The recorded model with --backend torch: the torch backend cannot run an export.
+    wrong = _eval("--golden", "golden.jsonl", "--backend", "torch", "--device", "cpu")
+    assert wrong.exit_code == 3
+    assert "use --backend onnx" in wrong.output
+    # --model and --backend (and --dtype) given: the checkpoint on torch, not the export.
+    ok = _eval(
+        "--golden", "golden.jsonl", "--model", str(tiny_checkpoint), "--backend", "torch",
+        "--dtype", "float32", "--device", "cpu",
+    )  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    assert "note: backend was 'onnx', now 'torch'" in ok.stdout.splitlines()
+
+
+@pytest.mark.slow
+def test_export_that_no_longer_matches_the_golden_file_says_what_to_pass(
+    exports, golden_images, monkeypatch
+):
+    model = golden_images / "export"
+    shutil.copytree(exports["float32"], model)
+    _record(model, golden_images / "golden.jsonl")
+    shutil.rmtree(model)
+    shutil.copytree(exports["int8"], model)  # re-exported, quantized, in the same place
+    monkeypatch.setattr("blipcap.captioner._SHARED", {})  # as in CI: a new process
+
+    bad = _eval("--golden", "golden.jsonl", "--device", "cpu")
+    assert bad.exit_code == 2
+    assert (
+        "golden.jsonl was recorded with dtype float32, but this model now runs with dtype int8. "
+        "To check it against the golden captions anyway, pass --dtype auto"
+    ) in bad.output
+
+    # Told to, it checks the int8 export against the float32 captions (exactly).
+    anyway = _eval("--golden", "golden.jsonl", "--dtype", "auto", "--device", "cpu")
+    assert anyway.exit_code in (0, 1), anyway.output
+    assert "note: dtype was 'float32', now 'int8'" in anyway.stdout.splitlines()

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..errors import EvaluationError
+from ..errors import BackendError, EvaluationError
 from ..options import CaptionOptions, resolve_options
 from .common import (
     cli_errors,
@@ -156,12 +156,13 @@ def _open(
     backend: str | None = None,
     dtype: str | None = None,
 ) -> tuple[Any, float]:
+    """Load --model (else ``model``) with ``backend`` and ``dtype`` (else --backend, --dtype)."""
     t0 = time.perf_counter()
     cap = open_captioner(
         kwargs["model"] or model,
-        kwargs["backend"] if kwargs["backend"] != "auto" or not backend else backend,
+        backend or kwargs["backend"],
         kwargs["device"],
-        kwargs["dtype"] if kwargs["dtype"] != "auto" or dtype not in DTYPES else dtype,
+        dtype or kwargs["dtype"],
     )
     if cap.random_weights:
         warn(
@@ -337,12 +338,10 @@ def _rerun(
     from ..evaluation.runs import resolve_paths, run_from_results
 
     prov = reference.provenance
-    cap, load_s = _open(
-        kwargs,
-        prov.get("model"),
-        prov.get("backend") if kwargs["golden"] else None,
-        prov.get("dtype") if kwargs["golden"] else None,
-    )
+    if kwargs["golden"]:
+        cap, load_s = _open_as_recorded(kwargs, reference, options)
+    else:
+        cap, load_s = _open(kwargs, prov.get("model"))
     sources = resolve_paths(reference, kwargs["images"])
     keys = [item.path for item in reference.items.values()]
     t0 = time.perf_counter()
@@ -433,6 +432,60 @@ def metrics_markdown_one(scores: dict[str, float]) -> str:
 
 
 # --- golden captions ------------------------------------------------------------------------
+
+
+def _open_as_recorded(
+    kwargs: dict[str, Any], golden: Any, options: CaptionOptions
+) -> tuple[Any, float]:
+    """Load the model that made a golden file, with its backend and dtype.
+
+    --model, --backend and --dtype given on the command line win. The recorded
+    backend and dtype describe the recorded model, so they are reused only
+    while that model is checked again (and the dtype only with its backend):
+    another model (an ONNX export of the same weights, say) loads with its
+    own, and the notes show what changed.
+    A recorded setting the model no longer has is a configuration error that
+    names the flag to pass.
+    """
+    from ..captioner import BACKENDS
+
+    prov = golden.provenance
+    ctx = click.get_current_context()
+    # Each setting goes with the ones before it: a dtype with its backend, both with the model.
+    recorded: dict[str, Any] = {}
+    if kwargs["model"] in (None, prov.get("model")):
+        for name in ("backend", "dtype"):
+            if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+                if kwargs[name] != prov.get(name):
+                    break
+            elif prov.get(name) is not None:
+                recorded[name] = prov[name]
+    # A recorded value no flag can ask for ("int8": an export's only dtype) is what auto loads.
+    settings = {
+        name: recorded[name] if recorded.get(name) in choices else None
+        for name, choices in (("backend", BACKENDS), ("dtype", DTYPES))
+    }
+    model = prov.get("model")
+    try:
+        cap, load_s = _open(kwargs, model, settings["backend"], settings["dtype"])
+    except click.ClickException as exc:
+        if not recorded or not isinstance(exc.__cause__, BackendError):
+            raise
+        # Load it as it is now, to say exactly which recorded setting it lacks.
+        cap, load_s = _open(kwargs, model)
+    now = asdict(cap.provenance_for(options))
+    changed = [name for name in recorded if now[name] != recorded[name]]
+    if changed:
+        raise EvaluationError(
+            f"{golden.source} was recorded with "
+            + ", ".join(f"{name} {recorded[name]}" for name in changed)
+            + ", but this model now runs with "
+            + ", ".join(f"{name} {now[name]}" for name in changed)
+            + ". To check it against the golden captions anyway, pass "
+            + " ".join(f"--{name} auto" for name in changed)
+            + " (a note will show the change); or record the golden file again"
+        )
+    return cap, load_s
 
 
 def _golden_mode(kwargs: dict[str, Any], preset: str | None, overrides: dict[str, Any]) -> None:
