@@ -19,8 +19,16 @@ while N connections (default 80) upload as slowly as they can - a multipart
 header, then one byte every few seconds, reconnecting when the server cuts
 them off - against the same client's latency on the idle server just before.
 
+``--scenario hostile`` posts every full-size image of
+:func:`blipcap.testing.hostile_images` alone (each must be answered within
+5 s), then one 16-image request of the worst (peak RSS must stay within the
+baseline plus the decode-memory budget), then a burst of 8 hostile requests
+against four normal clients (their throughput must be back to 90 % of idle
+within 5 s). It writes ``benchmarks/results/server-hostile-vm.{json,md}``.
+
     python benchmarks/server.py                        # tiny shape, quick
     python benchmarks/server.py --scenario slow-clients --slow-clients 80
+    python benchmarks/server.py --scenario hostile      # about a minute
     python benchmarks/server.py --shape small --requests 160
     python benchmarks/server.py --model ./blip-base --tokens 20
 """
@@ -43,6 +51,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, random_checkpoint, synthetic_images  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def jpeg_bytes(n: int, width: int, height: int) -> list[bytes]:
@@ -109,7 +119,9 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, model: str, batch: int, wait_ms: float, queue: int, timeout: float):
+    def __init__(
+        self, model: str, batch: int, wait_ms: float, queue: int, timeout: float, extra=()
+    ):
         import httpx
 
         blipcap = shutil.which("blipcap", path=str(Path(sys.executable).parent)) or "blipcap"
@@ -120,7 +132,7 @@ class Server:
              "--backend", "torch", "--device", "cpu", "--dtype", "float32",
              "--max-batch-size", str(batch), "--max-wait-ms", str(wait_ms),
              "--max-queue", str(queue), "--request-timeout", str(timeout),
-             "--log-level", "warning"],
+             "--log-level", "warning", *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )  # fmt: skip
@@ -400,6 +412,255 @@ def http_overhead(image: bytes, tokens: int, n: int = 200) -> dict:
     return {"requests": n, "wall_ms": round(wall / n * 1000, 2), "cpu_ms": round(cpu / n * 1000, 2)}
 
 
+# --- hostile scenario --------------------------------------------------------------------------
+
+WINDOW_S = 0.5  # throughput is counted in windows this long
+AFTER_BURST_S = 5.0  # the normal clients go on this long after the burst was answered
+
+
+def post_files(client, url: str, files: list[tuple[str, bytes]], tokens: int) -> dict:
+    """Upload ``files`` in one multipart request; its status, wall time and error types."""
+    opts = json.dumps({"min_new_tokens": tokens, "max_new_tokens": tokens})
+    t = time.perf_counter()
+    try:
+        r = client.post(
+            url + "/v1/captions",
+            files=[("files", (name, data, "application/octet-stream")) for name, data in files],
+            data={"options": opts},
+        )
+        status, body = r.status_code, r.json() if r.content else {}
+    except Exception as exc:  # a transport failure is a result too
+        status, body = -1, {"detail": type(exc).__name__}
+    return {"status": status, "s": round(time.perf_counter() - t, 3), "errors": error_types(body)}
+
+
+def error_types(body: dict) -> list[str]:
+    """The per-item error types of a captions answer, or its detail's first words when whole."""
+    if "detail" in body:
+        return [str(body["detail"]).split(":")[-1].strip()[:60]]
+    return [r["error"]["type"] for r in body.get("results", []) if r.get("error")]
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` (psutil when installed, else /proc)."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).memory_info().rss
+    except ImportError:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class RssSampler:
+    """Samples a process's RSS every 50 ms in a thread, keeping the peak."""
+
+    def __init__(self, pid: int, every: float = 0.05):
+        self.pid, self.every, self.peak = pid, every, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes(self.pid))
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def window_rates(done_at: list[float], start: float, end: float, width: float = WINDOW_S):
+    """Requests answered per second in consecutive windows of ``width`` s from ``start``."""
+    n = max(1, int((end - start) / width))
+    counts = [0] * n
+    for t in done_at:
+        i = int((t - start) / width)
+        if 0 <= i < n:
+            counts[i] += 1
+    return [c / width for c in counts]
+
+
+def recovery_seconds(rates: list[float], idle_rate: float, width: float = WINDOW_S):
+    """Seconds from the first window until throughput is back at 90 % of ``idle_rate`` for
+    good (the end of the last window below it); None if the last window is still below."""
+    below = [i for i, rate in enumerate(rates) if rate < 0.9 * idle_rate]
+    if not below:
+        return 0.0
+    if below[-1] == len(rates) - 1:
+        return None
+    return round((below[-1] + 1) * width, 2)
+
+
+def normal_clients(url: str, image: bytes, tokens: int, stop: threading.Event, done_at: list):
+    """Four clients sending one small valid image at a time until ``stop``; each 200's time."""
+    import httpx
+
+    def client() -> None:
+        with httpx.Client(timeout=120) as c:
+            while not stop.is_set():
+                status, _, at = post(c, url, image, tokens)
+                if status == 200:
+                    done_at.append(at)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(4)]
+    for th in threads:
+        th.start()
+    return threads
+
+
+def png_bytes(side: int = 64) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), (90, 120, 150)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def hostile_singles(server: Server, corpus, tokens: int) -> list[dict]:
+    """(a) Each hostile image posted alone: its status, wall time and error type."""
+    import httpx
+
+    with httpx.Client(timeout=120) as client:
+        return [
+            {"image": name, "attack": what, "mb": round(len(data) / 1e6, 2),
+             **post_files(client, server.url, [(name, data)], tokens)}
+            for name, data, what in corpus
+        ]  # fmt: skip
+
+
+def worst_request(corpus) -> list[tuple[str, bytes]]:
+    """16 of the worst inputs for decode memory and time: deep TIFFs and scan bombs, mixed."""
+    by_name = {name: data for name, data, _ in corpus}
+    return [(f"{i}-{n}", by_name[n]) for i in range(8) for n in ("deep.tif", "scan-bomb.jpg")]
+
+
+def hostile_batch(server: Server, corpus, tokens: int, budget: int) -> dict:
+    """(b) One 16-image request of the worst inputs, the server's RSS sampled every 50 ms."""
+    import httpx
+
+    baseline = rss_bytes(server.proc.pid)
+    with RssSampler(server.proc.pid) as rss, httpx.Client(timeout=300) as client:
+        answer = post_files(client, server.url, worst_request(corpus), tokens)
+    limit = baseline + budget
+    return {**answer, "baseline_mb": round(baseline / 2**20), "peak_mb": round(rss.peak / 2**20),
+            "limit_mb": round(limit / 2**20), "within_budget": rss.peak <= limit}  # fmt: skip
+
+
+def hostile_recovery(server: Server, corpus, tokens: int, idle_s: float = 4.0) -> dict:
+    """(c) Normal clients' throughput idle, then through a burst of 8 hostile requests."""
+    import httpx
+
+    small, burst = png_bytes(), worst_request(corpus)[:4]
+    done_at: list[float] = []
+    stop = threading.Event()
+    threads = normal_clients(server.url, small, tokens, stop, done_at)
+    time.sleep(1.0)  # the clients are connected and running
+    idle_start = time.perf_counter()
+    time.sleep(idle_s)
+    burst_start = time.perf_counter()
+    idle_rate = sum(idle_start <= t < burst_start for t in done_at) / idle_s
+
+    def one_hostile(_: int) -> dict:
+        with httpx.Client(timeout=300) as client:
+            return post_files(client, server.url, burst, tokens)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one_hostile, range(8)))
+    burst_end = time.perf_counter()
+    time.sleep(AFTER_BURST_S)
+    stop.set()
+    for th in threads:
+        th.join(130)
+    rates = window_rates(done_at, burst_start, time.perf_counter())
+    return {
+        "idle_per_s": round(idle_rate, 2),
+        "burst": {"requests": 8, "images_each": len(burst),
+                  "statuses": sorted({a["status"] for a in answers}),
+                  "answered_after_s": round(burst_end - burst_start, 2)},
+        "rates_per_s": rates,
+        "recovery_s": recovery_seconds(rates, idle_rate),
+    }  # fmt: skip
+
+
+def hostile(server: Server, tokens: int) -> dict:
+    """(a), (b) and (c) against one server, on the full-size hostile corpus."""
+    from blipcap.images import DEFAULT_DECODE_MEMORY
+    from blipcap.testing import hostile_images
+
+    corpus = hostile_images(full_size=True)
+    singles = hostile_singles(server, corpus, tokens)
+    return {
+        "singles": singles,
+        "slowest_single_s": max(x["s"] for x in singles),
+        "batch": hostile_batch(server, corpus, tokens, DEFAULT_DECODE_MEMORY),
+        "recovery": hostile_recovery(server, corpus, tokens),
+        "decode_budget_mb": DEFAULT_DECODE_MEMORY // 2**20,
+    }
+
+
+def hostile_goals(report: dict) -> dict[str, bool]:
+    """Each image answered within 5 s; RSS within baseline + budget; recovery within 5 s."""
+    recovery = report["recovery"]["recovery_s"]
+    return {
+        "every single image within 5 s": report["slowest_single_s"] <= 5.0,
+        "peak RSS within baseline + decode budget": report["batch"]["within_budget"],
+        "throughput back to 90 % within 5 s": recovery is not None and recovery <= 5.0,
+    }
+
+
+def hostile_markdown(report: dict) -> str:
+    """The hostile run as Markdown: one row per single image, then the batch and recovery."""
+    lines = ["| image | attack | MB | status | seconds | error |", "|---|---|---:|---:|---:|---|"]
+    for x in report["singles"]:
+        lines.append(
+            f"| {x['image']} | {x['attack']} | {x['mb']} | {x['status']} | {x['s']} | "
+            f"{', '.join(sorted(set(x['errors']))) or '-'} |"
+        )
+    b, r = report["batch"], report["recovery"]
+    lines += [
+        "",
+        f"16-image request (8 deep TIFFs + 8 scan bombs): status {b['status']} in {b['s']} s; "
+        f"RSS {b['baseline_mb']} MiB before, peak {b['peak_mb']} MiB "
+        f"(limit {b['limit_mb']} MiB = baseline + {report['decode_budget_mb']} MiB budget).",
+        f"Recovery: idle {r['idle_per_s']} requests/s; 8 hostile requests of "
+        f"{r['burst']['images_each']} images answered {r['burst']['statuses']} after "
+        f"{r['burst']['answered_after_s']} s; back to 90 % after "
+        f"{r['recovery_s'] if r['recovery_s'] is not None else 'more than the run'} s.",
+        "",
+    ]
+    lines += [
+        f"- {goal}: {'met' if ok else 'NOT met'}" for goal, ok in hostile_goals(report).items()
+    ]
+    return "\n".join(lines)
+
+
+def run_hostile(args: argparse.Namespace) -> None:
+    model = args.model or str(random_checkpoint(args.shape))
+    server = Server(model, args.batch, args.wait_ms, queue=args.queue, timeout=args.timeout,
+                    extra=("--max-body-mb", "64"))  # fmt: skip
+    try:
+        latencies(server, png_bytes(), args.tokens, 2.0)  # warm-up
+        report = hostile(server, args.tokens)
+    finally:
+        server.stop()
+    report["machine"] = machine()
+    report["model"] = args.model or f"random {args.shape} shape"
+    report["goals"] = hostile_goals(report)
+    text = f"model: {report['model']}, {args.tokens} tokens, --max-body-mb 64\n\n"
+    text += hostile_markdown(report)
+    print(text)
+    out = args.json or RESULTS / "server-hostile-vm.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(text + "\n")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--offline-worker":
         offline_worker(*sys.argv[2:])
@@ -407,7 +668,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--scenario", default="throughput", choices=["throughput", "slow-clients"])
+    ap.add_argument(
+        "--scenario", default="throughput", choices=["throughput", "slow-clients", "hostile"]
+    )
     ap.add_argument("--shape", default="tiny", choices=["tiny", "small", "base", "large"])
     ap.add_argument("--model", default=None, help="A checkpoint directory instead of --shape.")
     ap.add_argument(
@@ -435,6 +698,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.scenario == "slow-clients":
         run_slow_clients(args)
+        return
+    if args.scenario == "hostile":
+        run_hostile(args)
         return
 
     model = args.model or str(random_checkpoint(args.shape))

@@ -66,6 +66,11 @@ class DecodeCancelledError(InputError):
     too long for the process's decode-memory budget."""
 
 
+class DecodeBusyError(DecodeCancelledError):
+    """Decoding never started: it waited too long for the process's decode-memory budget,
+    which other images held. Retrying later can succeed (the server answers 503)."""
+
+
 class FetchError(InputError):
     """A remote image could not be fetched, or the URL was refused (SSRF protection)."""
 

@@ -39,6 +39,7 @@ from PIL import ExifTags, Image, ImageOps
 
 from .errors import (
     CorruptImageError,
+    DecodeBusyError,
     DecodeCancelledError,
     ImageTooLargeError,
     InputError,
@@ -257,7 +258,7 @@ class _DecodeMemory:
             while self.held + nbytes > self.total:
                 left = give_up - time.monotonic()
                 if left <= 0:
-                    raise DecodeCancelledError(
+                    raise DecodeBusyError(
                         f"{name}: waited {wait:.3g} s for decode memory while other images held "
                         f"the process budget of {_fmt_bytes(self.total)}. Try again with fewer "
                         "images in flight, or raise blipcap.images.set_decode_memory_budget()."

@@ -14,7 +14,7 @@ pytest.importorskip("fastapi")
 
 from test_server_api import Live, image_bytes  # noqa: E402
 
-from blipcap import fetch  # noqa: E402
+from blipcap import fetch, images  # noqa: E402
 from blipcap.captioner import Captioner  # noqa: E402
 from blipcap.server import ServerConfig, create_app  # noqa: E402
 
@@ -440,3 +440,39 @@ def test_requests_in_the_server_at_once_are_bounded(captioner):
             with state.admit("ip:d"):
                 pass
     assert state.in_flight == 0
+
+
+def test_a_request_whose_images_all_wait_out_the_decode_budget_is_503_with_retry_after(
+    captioner,
+):
+    """Other images hold the whole decode-memory budget: busy, so retry later (not 422)."""
+    srv = Live(create_app(ServerConfig(request_timeout=1.0), captioner=captioner))
+    try:
+        total, _ = images.decode_memory_budget()
+        with images._DECODE_MEMORY.reserve(total, "other images", images.CancelToken()):
+            r = srv.client.post("/v1/captions", files={"files": ("a.png", image_bytes(1))})
+        assert r.status_code == 503, r.text
+        assert int(r.headers["Retry-After"]) >= 1
+        assert "decode memory" in r.json()["detail"]
+    finally:
+        srv.close()
+
+
+def test_the_server_applies_its_decode_memory_budget(captioner):
+    before, _ = images.decode_memory_budget()
+    srv = Live(create_app(ServerConfig(decode_memory_bytes=300 * 2**20), captioner=captioner))
+    try:
+        assert images.decode_memory_budget()[0] == 300 * 2**20
+    finally:
+        srv.close()
+        images.set_decode_memory_budget(before)
+
+
+def test_feature_captioners_decode_under_the_requests_token(live):
+    """Alt text and documents caption through BatchedCaptioner: its decodes stop with the
+    request (here: a request that already stopped waiting)."""
+    cancel = images.CancelToken()
+    cancel.cancel()
+    blocking = live.state.blocking_captioner(None, "test", cancel)
+    (result,) = blocking.caption([image_bytes(2)])
+    assert result.error is not None and result.error.type == "DecodeCancelledError"

@@ -10,7 +10,9 @@ import time
 
 from PIL import Image
 
-from blipcap.errors import DecodeCancelledError, FetchError
+from blipcap import images
+from blipcap.errors import DecodeBusyError, DecodeCancelledError, FetchError
+from blipcap.images import CancelToken, decode_memory_budget
 from blipcap.server import inputs
 from blipcap.server.config import ServerConfig
 from blipcap.server.inputs import RawInput, load_inputs
@@ -59,3 +61,31 @@ def test_a_decode_the_request_gave_up_on_stops(monkeypatch):
     assert isinstance(loaded[0].error, DecodeCancelledError)
     assert "faster host" not in str(loaded[0].error)
     assert stopped.wait(HANG_GUARD_S), "the decode kept running after its request gave up"
+
+
+def test_busy_decode_memory_is_503_and_a_passed_deadline_504():
+    """Busy is worth retrying (503, Retry-After); out of time is the request's deadline (504)."""
+    assert inputs.status_for(DecodeBusyError("x: waited for decode memory")) == 503
+    assert inputs.status_for(DecodeCancelledError("x: stopped at its deadline")) == 504
+
+
+def test_a_decode_token_is_cancelled_when_the_request_stops_waiting():
+    with inputs.decode_token(time.monotonic() + HANG_GUARD_S) as cancel:
+        assert not cancel.cancelled
+    assert cancel.cancelled
+
+
+def test_decode_one_keeps_a_cancelled_decode_as_the_items_error():
+    with inputs.decode_token(time.monotonic() + HANG_GUARD_S) as cancel:
+        assert inputs.decode_one(png(), ServerConfig().image_limits, cancel).image.size == (8, 8)
+    gone = inputs.decode_one(png(), ServerConfig().image_limits, cancel)
+    assert gone.image is None and isinstance(gone.error, DecodeCancelledError)
+
+
+def test_a_decode_that_cannot_get_decode_memory_in_time_is_busy():
+    total, _ = decode_memory_budget()
+    hold = CancelToken()
+    with images._DECODE_MEMORY.reserve(total, "other images", hold):
+        loaded = load([RawInput("a.png", data=png())], time.monotonic() + 0.3)
+    assert isinstance(loaded[0].error, DecodeBusyError)
+    assert inputs.status_for(loaded[0].error) == 503

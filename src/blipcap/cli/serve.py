@@ -107,6 +107,13 @@ Exit status: 0 after a clean shutdown, 2 on usage or configuration errors
     help="Most large or slow request bodies received at once; beyond it: 503 after 1 s.",
 )
 @click.option(
+    "--decode-memory-mb",
+    default=2048,  # blipcap.images.DEFAULT_DECODE_MEMORY (not imported: --help stays light)
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="MiB all image decodes together may hold; beyond it decodes wait, then 503.",
+)
+@click.option(
     "--max-images",
     default=16,
     show_default=True,
@@ -144,7 +151,7 @@ Exit status: 0 after a clean shutdown, 2 on usage or configuration errors
 def serve(
     host, port, model, backend, device, dtype, db, max_batch_size, max_wait_ms, max_queue,
     max_client_requests, request_timeout, max_body_mb, body_timeout, min_body_rate, max_uploads,
-    max_images, api_keys, cors_origins, grace_period, log_level,
+    decode_memory_mb, max_images, api_keys, cors_origins, grace_period, log_level,
 ):  # fmt: skip
     """Serve the captioning API and web page (one shared model, dynamic batching)."""
     from .._optional import require
@@ -171,6 +178,7 @@ def serve(
             body_timeout=body_timeout,
             min_body_rate=min_body_rate * 1000,
             max_uploads=max_uploads,
+            decode_memory_bytes=decode_memory_mb * 2**20,
             max_images_per_request=min(max_images, max_queue),
             api_keys=keys,
             cors_origins=tuple(cors_origins),

@@ -30,13 +30,22 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__, social
-from ..errors import BlipcapError, MissingDependencyError
+from ..errors import BlipcapError, DecodeBusyError, MissingDependencyError
+from ..images import CancelToken, set_decode_memory_budget
 from ..options import CaptionOptions, resolve_options
 from ..results import Caption, ItemError
 from . import schemas
 from .batcher import DeadlineError, MicroBatcher, QueueFullError, ShuttingDownError
 from .config import ServerConfig
-from .inputs import Loaded, RequestError, caption_options, load_inputs, parse_request, status_for
+from .inputs import (
+    Loaded,
+    RequestError,
+    caption_options,
+    decode_one,
+    load_inputs,
+    parse_request,
+    status_for,
+)
 from .limits import (
     ApiKeys,
     BodyMiddleware,
@@ -191,9 +200,15 @@ class ServerState:
                 out.append(dataclasses.replace(next(it), path=item.name))
         return out
 
-    def blocking_captioner(self, loop: asyncio.AbstractEventLoop, client: str) -> BatchedCaptioner:
-        """A Captioner-like object for feature modules that run in worker threads."""
-        return BatchedCaptioner(self, loop, client)
+    def blocking_captioner(
+        self, loop: asyncio.AbstractEventLoop, client: str, cancel: CancelToken
+    ) -> BatchedCaptioner:
+        """A Captioner-like object for feature modules that run in worker threads.
+
+        ``cancel`` (see :func:`~.inputs.decode_token`) carries the request's
+        deadline and stops its decodes once the request stops waiting.
+        """
+        return BatchedCaptioner(self, loop, client, cancel)
 
 
 class BatchedCaptioner:
@@ -204,28 +219,26 @@ class BatchedCaptioner:
     the HTTP caption requests, so the model still runs in one thread.
     """
 
-    def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop, client: str):
+    def __init__(
+        self,
+        state: ServerState,
+        loop: asyncio.AbstractEventLoop,
+        client: str,
+        cancel: CancelToken,
+    ):
         self._state = state
         self._loop = loop
         self._client = client
-        self.deadline = time.monotonic() + state.config.request_timeout
+        self._cancel = cancel
+        self.deadline = cancel.deadline or time.monotonic() + state.config.request_timeout
 
     def __getattr__(self, name: str) -> Any:  # model_id, random_weights, provenance_for, ...
         return getattr(self._state.captioner, name)
 
     def caption(self, images, preset=None, options=None, batch_size="auto", progress=False, **kw):
-        from ..images import load_image
-
         opts = resolve_options(options, preset, **kw)
-        sources = list(images)
-        loaded = []
-        for source in sources:
-            try:
-                loaded.append(
-                    Loaded(None, image=load_image(source, self._state.config.image_limits))
-                )
-            except BlipcapError as exc:
-                loaded.append(Loaded(None, error=exc))  # type: ignore[arg-type]
+        limits = self._state.config.image_limits
+        loaded = [decode_one(source, limits, self._cancel) for source in images]
         if not any(item.image is not None for item in loaded):
             provenance = self._state.captioner.provenance_for(opts)
             return [
@@ -250,6 +263,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        set_decode_memory_budget(config.decode_memory_bytes)
         await state.batcher.start()
         loader = asyncio.create_task(_load_model(state, on_fatal))
         try:
@@ -377,6 +391,9 @@ def _install_errors(app: FastAPI, state: ServerState) -> None:
         status = status_for(exc)
         if status == 500:
             log.error("request failed: %s: %s", type(exc).__name__, exc)
+        if isinstance(exc, DecodeBusyError):
+            rejected.labels("decode_busy").inc()
+            return error_response(status, str(exc), retry_after_header(1))
         return error_response(status, str(exc))
 
     @app.exception_handler(RequestValidationError)
@@ -397,7 +414,7 @@ ERRORS = {
         415: "Not an allow-listed image format, or an unsupported Content-Type",
         422: "Undecodable image, refused or failed URL, or invalid options",
         429: "Too many requests in flight from this client (see Retry-After)",
-        503: "Queue full, model not ready, or shutting down (see Retry-After)",
+        503: "Queue full, decode memory busy, model not ready, or shutting down (see Retry-After)",
         504: "The request deadline passed",
     }.items()
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..images import ImageLimits
+from ..images import DEFAULT_DECODE_MEMORY, ImageLimits
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class ServerConfig:
     max_uploads: int = 128
     """Most request bodies being received at once (bounds their memory); then a short wait, 503."""
     max_images_per_request: int = 16
+    decode_memory_bytes: int = DEFAULT_DECODE_MEMORY
+    """The process-wide decode-memory budget (see blipcap.images.set_decode_memory_budget)."""
     max_pixels: int = 50_000_000
     fetch_timeout: float = 10.0
     """Total wall-clock seconds to fetch one image URL (drip-feeding servers included)."""
@@ -63,6 +65,7 @@ class ServerConfig:
             "body_timeout": self.body_timeout > 0,
             "min_body_rate": self.min_body_rate >= 0,
             "max_uploads": self.max_uploads >= 1,
+            "decode_memory_bytes": self.decode_memory_bytes >= 1,
             "max_images_per_request": 1 <= self.max_images_per_request <= self.max_queue,
             "max_pixels": self.max_pixels >= 1,
             "fetch_timeout": self.fetch_timeout > 0,

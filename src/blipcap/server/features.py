@@ -31,12 +31,21 @@ from pydantic.json_schema import SkipJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from .._optional import available
-from ..errors import ImageTooLargeError, InputError, UnsupportedFormatError
+from ..errors import DecodeCancelledError, ImageTooLargeError, InputError, UnsupportedFormatError
+from ..images import CancelToken
 from ..options import resolve_options
 from ..text import to_alt_text
 from . import schemas
 from .batcher import DeadlineError, QueueFullError
-from .inputs import Loaded, RawInput, RequestError, load_inputs, parse_request, status_for
+from .inputs import (
+    Loaded,
+    RawInput,
+    RequestError,
+    decode_token,
+    load_inputs,
+    parse_request,
+    status_for,
+)
 
 
 class AltTextRequest(BaseModel):
@@ -285,14 +294,17 @@ def _install_documents(app: FastAPI, state: Any, default_engine: str) -> None:
                 async with gate:
                     remaining = deadline - time.monotonic()
                     loop = asyncio.get_running_loop()
-                    captioner = state.blocking_captioner(loop, client) if want_caption else None
-                    doc = await asyncio.wait_for(
-                        run_in_threadpool(
-                            _read_upload, data or b"", raw.name, read_document, pdf_page_count,
-                            captioner, engine, lang,
-                        ),
-                        max(remaining, 0.001),
-                    )  # fmt: skip
+                    with decode_token(deadline) as cancel:
+                        captioner = (
+                            state.blocking_captioner(loop, client, cancel) if want_caption else None
+                        )
+                        doc = await asyncio.wait_for(
+                            run_in_threadpool(
+                                _read_upload, data or b"", raw.name, read_document,
+                                pdf_page_count, captioner, engine, lang,
+                            ),
+                            max(remaining, 0.001),
+                        )  # fmt: skip
             except asyncio.TimeoutError:
                 raise DeadlineError(
                     "the document was not read within the request deadline"
@@ -390,7 +402,7 @@ def _install_search(app: FastAPI, state: Any) -> None:
         results = await run_in_threadpool(run_search, q, limit, mode)
         return JSONResponse({"results": results})
 
-    def thumbnail_bytes(sha256: str) -> bytes | None:
+    def thumbnail_bytes(sha256: str, cancel: CancelToken) -> bytes | None:
         with open_index() as store:
             record = store.get_image(sha256)
         if record is None:
@@ -402,7 +414,9 @@ def _install_search(app: FastAPI, state: Any) -> None:
 
         for path in record.get("paths", []):
             try:
-                image = load_image(path, state.config.image_limits)
+                image = load_image(path, state.config.image_limits, cancel=cancel)
+            except DecodeCancelledError:
+                raise  # the request is over (or the decode budget busy): not another path
             except InputError:
                 continue
             image.thumbnail((256, 256))
@@ -418,7 +432,7 @@ def _install_search(app: FastAPI, state: Any) -> None:
         responses={
             200: {"content": {"image/jpeg": {}}},
             404: {"model": schemas.ErrorResponse, "description": "No indexed image has this hash"},
-            **{code: _ERRORS[code] for code in (401, 422)},
+            **{code: _ERRORS[code] for code in (401, 422, 503, 504)},
         },
     )
     async def thumbnail(
@@ -426,7 +440,8 @@ def _install_search(app: FastAPI, state: Any) -> None:
     ) -> Response:
         """A JPEG thumbnail of an indexed image (only images in the index, by content hash)."""
         state.client_of(request)
-        data = await run_in_threadpool(thumbnail_bytes, sha256)
+        with decode_token(time.monotonic() + state.config.request_timeout) as cancel:
+            data = await run_in_threadpool(thumbnail_bytes, sha256, cancel)
         if data is None:
             return JSONResponse({"detail": "no indexed image has this hash"}, status_code=404)
         etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'

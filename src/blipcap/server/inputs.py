@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import functools
 import json
 import re
 import time
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,7 @@ from starlette.exceptions import HTTPException
 from ..errors import (
     BlipcapError,
     CorruptImageError,
+    DecodeBusyError,
     DecodeCancelledError,
     FetchError,
     ImageTooLargeError,
@@ -66,6 +69,10 @@ def status_for(exc: BaseException) -> int:
         return 415
     if isinstance(exc, ImageTooLargeError):
         return 413
+    if isinstance(exc, DecodeBusyError):
+        return 503  # other images hold the decode-memory budget: retry later
+    if isinstance(exc, DecodeCancelledError):
+        return 504  # the request's deadline passed while decoding, as for the model
     if isinstance(exc, (CorruptImageError, FetchError, InputError, OptionsError)):
         return 422
     return 500
@@ -323,6 +330,32 @@ def _out_of_time(raw: RawInput, seconds: float) -> InputError:
     )
 
 
+@contextlib.contextmanager
+def decode_token(deadline: float) -> Iterator[CancelToken]:
+    """A :class:`~blipcap.images.CancelToken` with the request's ``deadline``.
+
+    It is cancelled when the block ends, so that a decode the request no
+    longer awaits (it timed out, or its client went away) stops at its next
+    check instead of running on in its worker thread.
+    """
+    cancel = CancelToken(deadline)
+    try:
+        yield cancel
+    finally:
+        cancel.cancel()  # a no-op when the decodes are done
+
+
+def decode_one(source: Any, limits: ImageLimits, cancel: CancelToken) -> Loaded:
+    """Decode one image source (bytes, path, PIL image) under ``cancel``, in this thread.
+
+    An input error becomes the item's error, as :func:`load_inputs` keeps them.
+    """
+    try:
+        return Loaded(None, image=load_image(source, limits, cancel=cancel))
+    except InputError as exc:
+        return Loaded(None, error=exc)
+
+
 async def load_inputs(
     inputs: list[RawInput], config: ServerConfig, deadline: float
 ) -> list[Loaded]:
@@ -339,13 +372,13 @@ async def load_inputs(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return Loaded(raw.name, error=_out_of_time(raw, 0.0))
-        cancel = CancelToken(deadline)
         fetch_budget = min(config.fetch_timeout, remaining)
         try:
-            # The fetcher and the token enforce the times; the outer wait is a backstop.
-            image = await asyncio.wait_for(
-                run_in_threadpool(_decode, raw, limits, fetch_budget, cancel), remaining + 1.0
-            )
+            with decode_token(deadline) as cancel:
+                # The fetcher and the token enforce the times; the outer wait is a backstop.
+                image = await asyncio.wait_for(
+                    run_in_threadpool(_decode, raw, limits, fetch_budget, cancel), remaining + 1.0
+                )
             return Loaded(raw.name, image=image)
         except asyncio.TimeoutError:
             return Loaded(raw.name, error=_out_of_time(raw, remaining))
@@ -353,7 +386,5 @@ async def load_inputs(
             return Loaded(raw.name, error=exc)
         except TypeError as exc:  # load_image's "not an image source": treat as unusable bytes
             return Loaded(raw.name, error=CorruptImageError(f"{raw.name}: {exc}"))
-        finally:
-            cancel.cancel()  # a no-op when done; stops a decode this request no longer awaits
 
     return list(await asyncio.gather(*(one(raw) for raw in inputs)))
