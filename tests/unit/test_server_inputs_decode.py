@@ -89,3 +89,21 @@ def test_a_decode_that_cannot_get_decode_memory_in_time_is_busy():
         loaded = load([RawInput("a.png", data=png())], time.monotonic() + 0.3)
     assert isinstance(loaded[0].error, DecodeBusyError)
     assert inputs.status_for(loaded[0].error) == 503
+
+
+def test_captioning_shrinks_each_image_to_the_model_size_in_its_worker():
+    """A decoded photo waits for the model at 384x384, and its model pixels do not change."""
+    import numpy as np
+
+    from blipcap.model.processing import ImagePreprocessor
+
+    prep = ImagePreprocessor()
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (900, 1300, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    photo.save(buf, "PNG")
+    raw = RawInput(name="big.png", data=buf.getvalue())
+    deadline = time.monotonic() + 60
+    (loaded,) = asyncio.run(load_inputs([raw], ServerConfig(), deadline, prep.to_model_size))
+    assert loaded.image.size == (384, 384)
+    np.testing.assert_array_equal(prep(loaded.image), prep(photo))

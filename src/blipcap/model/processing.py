@@ -63,11 +63,20 @@ class ImagePreprocessor:
             resample=raw.get("resample", Image.Resampling.BICUBIC),
         )
 
-    def __call__(self, image: Image.Image) -> np.ndarray:
+    def to_model_size(self, image: Image.Image) -> Image.Image:
+        """``image`` in RGB at the model's input size: the first step of preprocessing.
+
+        Preprocessing a result again gives the same pixels (resizing to its own
+        size is a copy), so a service can shrink a decoded image at once and
+        not hold its full size while it waits for the model.
+        """
         if image.mode != "RGB":
             image = image.convert("RGB")
         h, w = self.size
-        pixels = np.asarray(image.resize((w, h), resample=self.resample), dtype=np.uint8)
+        return image.resize((w, h), resample=self.resample)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        pixels = np.asarray(self.to_model_size(image), dtype=np.uint8)
         # Same arithmetic as transformers: rescale in float64, then normalize in float32.
         x = (pixels.transpose(2, 0, 1).astype(np.float64) * self.rescale_factor).astype(np.float32)
         return (x - self.mean) / self.std

@@ -165,6 +165,12 @@ class ServerState:
             )
 
     # -- captioning through the batcher --------------------------------------------------
+    def model_sized(self, image: Any) -> Any:
+        """``image`` at the model's input size (what preprocessing does first), when known."""
+        preprocess = getattr(self.captioner, "preprocess", None)
+        to_model_size = getattr(preprocess, "to_model_size", None)
+        return to_model_size(image) if to_model_size is not None else image
+
     async def caption_loaded(
         self, loaded: list[Loaded], options: CaptionOptions, deadline: float, client: str
     ) -> list[Caption]:
@@ -521,7 +527,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
             with state.batcher.expecting(1):
                 parsed = await parse_request(request, config, schemas.CaptionsRequest)
                 options = caption_options(parsed.fields.get("options"), config)
-                loaded = await load_inputs(parsed.inputs, config, deadline)
+                loaded = await load_inputs(parsed.inputs, config, deadline, state.model_sized)
             results = await state.caption_loaded(loaded, options, deadline, client)
         return JSONResponse({"results": [r.to_record() for r in results]})
 
@@ -548,7 +554,7 @@ def _install_routes(app: FastAPI, state: ServerState) -> None:
                     cap_opts = opts.caption_options(base)
                 except BlipcapError as exc:
                     raise RequestError(422, f"invalid options: {exc}") from None
-                loaded = await load_inputs(parsed.inputs, config, deadline)
+                loaded = await load_inputs(parsed.inputs, config, deadline, state.model_sized)
             results = await state.caption_loaded(loaded, cap_opts, deadline, client)
         random_weights = bool(getattr(state.captioner, "random_weights", False))
         records = [

@@ -162,7 +162,7 @@ def _install_alt_text(app: FastAPI, state: Any) -> None:
             if not parsed.inputs:
                 raise RequestError(422, "send 'html' (a fragment) or 'images'")
             with state.batcher.expecting(len(parsed.inputs)):
-                loaded = await load_inputs(parsed.inputs, config, deadline)
+                loaded = await load_inputs(parsed.inputs, config, deadline, state.model_sized)
             results = await state.caption_loaded(loaded, options, deadline, client)
         records = []
         for r in results:

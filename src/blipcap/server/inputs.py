@@ -26,7 +26,7 @@ import json
 import re
 import time
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -297,17 +297,24 @@ def check_caps(options: CaptionOptions, config: ServerConfig) -> None:
 
 
 def _decode(
-    raw: RawInput, limits: ImageLimits, fetch_timeout: float, cancel: CancelToken | None = None
+    raw: RawInput,
+    limits: ImageLimits,
+    fetch_timeout: float,
+    cancel: CancelToken | None = None,
+    shrink: Callable[[Any], Any] | None = None,
 ) -> Any:
     """Fetch (for URLs) and decode one input; runs in a worker thread.
 
     ``cancel`` stops the decode between its phases and while it reads its
     bytes, so a decode whose request has given up frees its thread and memory.
+    ``shrink`` (the model's resize) runs here too, so the full-size image is
+    freed before the result waits for the model.
     """
     data = raw.data
     if raw.url is not None:
         data = fetch(raw.url, max_bytes=limits.max_bytes, timeout=fetch_timeout)
-    return load_image(data or b"", limits, name=raw.name or "<upload>", cancel=cancel)
+    image = load_image(data or b"", limits, name=raw.name or "<upload>", cancel=cancel)
+    return shrink(image) if shrink is not None else image
 
 
 def fetch(url: str, *, max_bytes: int, timeout: float) -> bytes:
@@ -357,7 +364,10 @@ def decode_one(source: Any, limits: ImageLimits, cancel: CancelToken) -> Loaded:
 
 
 async def load_inputs(
-    inputs: list[RawInput], config: ServerConfig, deadline: float
+    inputs: list[RawInput],
+    config: ServerConfig,
+    deadline: float,
+    shrink: Callable[[Any], Any] | None = None,
 ) -> list[Loaded]:
     """Fetch and decode every input concurrently in worker threads, within ``deadline``.
 
@@ -365,6 +375,9 @@ async def load_inputs(
     input gets what is left of the request's time. Each decode carries a
     :class:`~blipcap.images.CancelToken` with the request's deadline, cancelled
     as soon as the request stops waiting for it, so abandoned decodes stop too.
+    ``shrink`` is applied to each decoded image in its worker thread (captioning
+    passes the model's resize: a decoded 7000x7000 photo then waits for the
+    model as 384x384, outside the decode-memory budget but small).
     """
     limits = config.image_limits
 
@@ -377,7 +390,8 @@ async def load_inputs(
             with decode_token(deadline) as cancel:
                 # The fetcher and the token enforce the times; the outer wait is a backstop.
                 image = await asyncio.wait_for(
-                    run_in_threadpool(_decode, raw, limits, fetch_budget, cancel), remaining + 1.0
+                    run_in_threadpool(_decode, raw, limits, fetch_budget, cancel, shrink),
+                    remaining + 1.0,
                 )
             return Loaded(raw.name, image=image)
         except asyncio.TimeoutError:
