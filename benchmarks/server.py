@@ -589,6 +589,13 @@ def hostile_recovery(server: Server, corpus, tokens: int, idle_s: float = 4.0) -
     }  # fmt: skip
 
 
+def recovery_after_burst(recovery: dict) -> float | None:
+    """Seconds from the burst's last answer until throughput is back at 90 % for good."""
+    if recovery["recovery_s"] is None:
+        return None
+    return round(max(0.0, recovery["recovery_s"] - recovery["burst"]["answered_after_s"]), 2)
+
+
 def hostile(server: Server, tokens: int) -> dict:
     """(a), (b) and (c) against one server, on the full-size hostile corpus."""
     from blipcap.images import DEFAULT_DECODE_MEMORY
@@ -606,12 +613,13 @@ def hostile(server: Server, tokens: int) -> dict:
 
 
 def hostile_goals(report: dict) -> dict[str, bool]:
-    """Each image answered within 5 s; RSS within baseline + budget; recovery within 5 s."""
-    recovery = report["recovery"]["recovery_s"]
+    """Each image answered within 5 s; RSS within baseline + budget; throughput back at
+    90 % of idle within 5 s of the burst's last answer."""
+    recovery = recovery_after_burst(report["recovery"])
     return {
         "every single image within 5 s": report["slowest_single_s"] <= 5.0,
         "peak RSS within baseline + decode budget": report["batch"]["within_budget"],
-        "throughput back to 90 % within 5 s": recovery is not None and recovery <= 5.0,
+        "throughput back to 90 % within 5 s of the burst": recovery is not None and recovery <= 5.0,
     }
 
 
@@ -632,7 +640,8 @@ def hostile_markdown(report: dict) -> str:
         f"Recovery: idle {r['idle_per_s']} requests/s; 8 hostile requests of "
         f"{r['burst']['images_each']} images answered {r['burst']['statuses']} after "
         f"{r['burst']['answered_after_s']} s; back to 90 % after "
-        f"{r['recovery_s'] if r['recovery_s'] is not None else 'more than the run'} s.",
+        f"{r['recovery_s'] if r['recovery_s'] is not None else 'more than the run'} s "
+        f"(counted from the burst's start; {recovery_after_burst(r)} s after its last answer).",
         "",
     ]
     lines += [
