@@ -46,8 +46,8 @@ def test_goals_and_markdown_of_a_report():
         goals["every single image within 5 s"] and goals["peak RSS within baseline + decode budget"]
     )
     assert not goals["throughput back to 90 % within 5 s of the burst"]
-    report["recovery"]["recovery_s"] = 7.5  # 3.5 s after the burst's last answer
-    assert bench.hostile_goals(report)["throughput back to 90 % within 5 s of the burst"]
     text = bench.hostile_markdown(report)
     assert "| a.jpg | time | 0.3 | 413 | 0.2 | ImageTooLargeError |" in text
-    assert "throughput back to 90 % within 5 s: NOT met" in text
+    assert "throughput back to 90 % within 5 s of the burst: NOT met" in text
+    report["recovery"]["recovery_s"] = 7.5  # 3.5 s after the burst's last answer
+    assert bench.hostile_goals(report)["throughput back to 90 % within 5 s of the burst"]
