@@ -107,3 +107,11 @@ def test_captioning_shrinks_each_image_to_the_model_size_in_its_worker():
     (loaded,) = asyncio.run(load_inputs([raw], ServerConfig(), deadline, prep.to_model_size))
     assert loaded.image.size == (384, 384)
     np.testing.assert_array_equal(prep(loaded.image), prep(photo))
+
+
+def test_the_service_hands_large_frees_back_on_glibc():
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    assert images.return_large_frees_to_the_os() is True

@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import __version__, social
 from ..errors import BlipcapError, DecodeBusyError, MissingDependencyError
-from ..images import CancelToken, set_decode_memory_budget
+from ..images import CancelToken, return_large_frees_to_the_os, set_decode_memory_budget
 from ..options import CaptionOptions, resolve_options
 from ..results import Caption, ItemError
 from . import schemas
@@ -270,6 +270,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         set_decode_memory_budget(config.decode_memory_bytes)
+        return_large_frees_to_the_os()  # so the process's memory is what the budget counts
         await state.batcher.start()
         loader = asyncio.create_task(_load_model(state, on_fatal))
         try:
