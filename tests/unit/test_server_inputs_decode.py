@@ -115,3 +115,12 @@ def test_the_service_hands_large_frees_back_on_glibc():
     if not sys.platform.startswith("linux"):
         return
     assert images.return_large_frees_to_the_os() is True
+
+
+def test_serve_defaults_to_the_images_modules_decode_budget():
+    """`blipcap serve` writes the default out (its --help imports no Pillow); it must not drift."""
+    from blipcap.cli.serve import serve
+
+    option = next(p for p in serve.params if p.name == "decode_memory_mb")
+    assert option.default * 2**20 == images.DEFAULT_DECODE_MEMORY
+    assert ServerConfig().decode_memory_bytes == images.DEFAULT_DECODE_MEMORY
