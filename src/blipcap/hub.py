@@ -50,6 +50,9 @@ SUPPORTED_MODELS = (
 )
 MODEL_ENV = "BLIPCAP_MODEL"
 ONNX_MANIFEST = "blipcap_onnx.json"
+# In config.json: set by blipcap.testing on its random-weight checkpoints, read
+# here so that every result from such a model is marked (Provenance.random_weights).
+RANDOM_WEIGHTS_KEY = "blipcap_random_weights"
 
 # What a captioning checkpoint needs from a hub repository. The published BLIP
 # repositories also ship pytorch_model.bin and tf_model.h5 (1.8 GB each for
@@ -123,8 +126,6 @@ class ModelFiles:
     @property
     def random_weights(self) -> bool:
         """True for the random-weight test checkpoints of :mod:`blipcap.testing`."""
-        from .testing import RANDOM_WEIGHTS_KEY
-
         return bool((self.config or {}).get(RANDOM_WEIGHTS_KEY))
 
 

@@ -12,8 +12,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .. import __version__
 from ..results import escape_name
+from ..version import __version__
 from .encoding import line_starts
 from .engine import Run, needs_fixing
 from .model import Finding

@@ -20,7 +20,8 @@ import numpy as np
 from .._optional import require
 from ..arrays import NumpyOps
 from ..errors import BackendError, ModelLoadError
-from ..export.manifest import (
+from ..model.config import BlipConfig
+from .onnx_format import (
     CACHE_ROWS,
     INPUT_IDS,
     LOGITS,
@@ -31,7 +32,6 @@ from ..export.manifest import (
     present_names,
     reexport_hint,
 )
-from ..model.config import BlipConfig
 
 THREADS_ENV = "BLIPCAP_ONNX_THREADS"
 GPU_MEM_LIMIT_ENV = "BLIPCAP_ONNX_GPU_MEM_LIMIT"

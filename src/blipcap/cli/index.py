@@ -38,7 +38,7 @@ def _check_db_folder(db: str | None) -> None:
     """
     from pathlib import Path
 
-    from ..index.store import is_postgres_url
+    from ..index.open import is_postgres_url
 
     if db is None or is_postgres_url(db):
         return

@@ -1,8 +1,9 @@
 """ONNX export of the lean engine (``blipcap export onnx``).
 
-Importing this package needs nothing beyond the standard library: the
-manifest (:mod:`.manifest`) is read by the ONNX backend, which runs without
-torch. The exporter itself (:func:`export_onnx`) needs the ``export`` extra.
+Importing this package needs nothing beyond the standard library. The
+directory format it writes (the ``blipcap_onnx.json`` manifest, file and graph
+names) lives with its reader in :mod:`blipcap.backends.onnx_format`. The
+exporter itself (:func:`export_onnx`) needs the ``export`` extra.
 """
 
 from __future__ import annotations

@@ -17,11 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from .._optional import require
-from ..errors import ExportError, OptionsError
-from ..hub import METADATA_FILES, ONNX_MANIFEST, file_sha256, resolve_model
-from .manifest import (
+from ..backends.onnx_format import (
     CACHE_ROWS,
     DECODER_FILE,
     INPUT_IDS,
@@ -34,6 +31,9 @@ from .manifest import (
     past_names,
     present_names,
 )
+from ..errors import ExportError, OptionsError
+from ..hub import METADATA_FILES, ONNX_MANIFEST, file_sha256, resolve_model
+from ..version import __version__
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 14  # scaled_dot_product_attention needs 14

@@ -29,11 +29,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from .. import __version__, social
+from .. import social
 from ..errors import BlipcapError, DecodeBusyError, MissingDependencyError
 from ..images import CancelToken, return_large_frees_to_the_os, set_decode_memory_budget
 from ..options import CaptionOptions, resolve_options
 from ..results import Caption, ItemError
+from ..version import __version__
 from . import schemas
 from .batcher import DeadlineError, MicroBatcher, QueueFullError, ShuttingDownError
 from .config import ServerConfig
