@@ -81,3 +81,32 @@ def test_the_version_is_written_once_and_read_from_its_module():
     assert 'dynamic = ["version"]' in pyproject
     assert 'version = {attr = "blipcap.version.__version__"}' in pyproject
     assert blipcap.__version__ is __import__("blipcap.version").version.__version__
+
+
+def _long_functions(paths: list[Path], limit: int) -> list[str]:
+    long = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if node.end_lineno - node.lineno + 1 > limit:
+                    long.append(f"{_module_name(path)}.{node.name}")
+    return long
+
+
+def test_documents_is_a_package_of_small_modules():
+    modules = _modules_under("documents")
+    assert {p.stem for p in modules} >= {"rapidocr", "tesseract", "layout", "pdf", "document"}
+    assert {_module_name(p): len(p.read_text().splitlines()) > 600 for p in modules} == {
+        _module_name(p): False for p in modules
+    }
+    assert _long_functions(modules, 80) == []
+
+
+def test_documents_keeps_its_public_names():
+    import blipcap.documents as documents
+
+    for name in documents.__all__:
+        assert getattr(documents, name) is not None
+    assert {"read_document", "ocr_image", "RapidOcrEngine", "fuse_description"} <= set(
+        documents.__all__
+    )
