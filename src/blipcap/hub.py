@@ -54,26 +54,6 @@ ONNX_MANIFEST = "blipcap_onnx.json"
 # here so that every result from such a model is marked (Provenance.random_weights).
 RANDOM_WEIGHTS_KEY = "blipcap_random_weights"
 
-# What a captioning checkpoint needs from a hub repository. The published BLIP
-# repositories also ship pytorch_model.bin and tf_model.h5 (1.8 GB each for
-# large): fetch the pickle only when a repository has no safetensors.
-HUB_PATTERNS = [
-    "config.json",
-    "model.safetensors",
-    "model-*-of-*.safetensors",
-    "model.safetensors.index.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "preprocessor_config.json",
-    "processor_config.json",
-    "generation_config.json",
-]
-BIN_PATTERNS = ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*-of-*.bin"]
-# Patterns for the fix-it command: a superset of HUB_PATTERNS that stays short.
-_CLI_INCLUDE = ["*.json", "*.safetensors", "*.txt"]
-
 # The small files a model directory carries besides its weights: config, tokenizer, preprocessing.
 METADATA_FILES = (
     "config.json",
@@ -85,6 +65,18 @@ METADATA_FILES = (
     "processor_config.json",
     "generation_config.json",
 )
+# What a captioning checkpoint needs from a hub repository. The published BLIP
+# repositories also ship pytorch_model.bin and tf_model.h5 (1.8 GB each for
+# large): fetch the pickle only when a repository has no safetensors.
+HUB_PATTERNS = [
+    *METADATA_FILES,
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+]
+BIN_PATTERNS = ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*-of-*.bin"]
+# Patterns for the fix-it command: a superset of HUB_PATTERNS that stays short.
+_CLI_INCLUDE = ["*.json", "*.safetensors", "*.txt"]
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _TRUE = {"1", "ON", "YES", "TRUE"}

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .common import DEFAULT_MODEL, cli_errors
+from .common import cli_errors, json_option, model_option
 
 
 @click.group("export")
@@ -45,14 +45,7 @@ Exit status: 0 exported (and verified), 2 on usage or configuration errors,
 3 when the model could not be found, loaded or exported.
 """,
 )
-@click.option(
-    "--model",
-    "-m",
-    envvar="BLIPCAP_MODEL",
-    default=None,
-    metavar="M",
-    help=f"Hub id or local Hugging Face directory [env BLIPCAP_MODEL; default {DEFAULT_MODEL}].",
-)
+@model_option("Hub id or local Hugging Face directory")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) to export.")
 @click.option(
     "--out", "-o", required=True, type=click.Path(file_okay=False), help="Directory to create."
@@ -75,7 +68,7 @@ Exit status: 0 exported (and verified), 2 on usage or configuration errors,
     help="Synthetic images for the check against the torch backend.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing export in --out.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@json_option("Print the report as JSON on stdout.")
 @cli_errors
 def onnx(model, revision, out, quantize, opset, verify_images, overwrite, as_json) -> None:
     """Export a BLIP captioning model to ONNX (optionally int8) and verify it."""
