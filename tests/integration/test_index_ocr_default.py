@@ -9,10 +9,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageDraw, ImageFont
 
-from blipcap.cli import index as index_cli
 from blipcap.cli import main
 from blipcap.index import open_store
-from tests.unit.test_index_indexer import FakeCaptioner, WordEmbedder
+from tests.fakes import FakeCaptioner, LengthEmbedder, register
 
 pytest.importorskip("rapidocr_onnxruntime")
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
@@ -31,8 +30,8 @@ def recognized(monkeypatch):
         return real(self, crops)
 
     monkeypatch.setattr(RapidOcrEngine, "_recognize_lines", spy)
-    monkeypatch.setattr(index_cli, "open_captioner", lambda *a: FakeCaptioner())
-    monkeypatch.setattr("blipcap.index.embeddings.get_embedder", lambda: WordEmbedder())
+    register(monkeypatch, FakeCaptioner())
+    monkeypatch.setattr("blipcap.index.embeddings.get_embedder", lambda: LengthEmbedder())
     return lines
 
 

@@ -7,11 +7,11 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from test_server_api import Live, image_bytes  # noqa: E402
-
 from blipcap.captioner import Captioner  # noqa: E402
 from blipcap.server import ServerConfig, create_app, features, schemas  # noqa: E402
 from blipcap.server.inputs import form_model  # noqa: E402
+from tests.helpers import LiveServer as Live  # noqa: E402
+from tests.helpers import image_bytes  # noqa: E402
 
 PNG = image_bytes(7)
 FAST = '{"max_new_tokens": 3}'
