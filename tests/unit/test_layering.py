@@ -110,3 +110,7 @@ def test_documents_keeps_its_public_names():
     assert {"read_document", "ocr_image", "RapidOcrEngine", "fuse_description"} <= set(
         documents.__all__
     )
+
+
+def test_the_exporter_has_no_function_over_80_lines():
+    assert _long_functions(_modules_under("export"), 80) == []
