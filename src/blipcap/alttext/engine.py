@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -56,6 +57,10 @@ class CaptionSource(Protocol):
     def caption(
         self, images: list, progress: bool = False
     ) -> tuple[list[tuple[str | None, str | None]], dict, bool]: ...
+
+
+ImageReader = Callable[[Resolved], bytes]
+"""An image's bytes, or :class:`InputError` saying why not (default: :func:`.sources.read_bytes`)."""
 
 
 @dataclass(frozen=True)
@@ -191,8 +196,13 @@ def run_alt_text(
     ocr: OcrReader | None = None,
     cache: CaptionCache | None = None,
     progress: bool = False,
+    reader: ImageReader | None = None,
 ) -> Run:
-    """Scan ``paths`` and decide every text alternative; with ``captions``, propose new alt text."""
+    """Scan ``paths`` and decide every text alternative; with ``captions``, propose new alt text.
+
+    ``reader`` replaces how image bytes are read (the HTTP service reads only
+    data: URIs and URLs, never its own disk).
+    """
     judge_opts = JudgeOptions(max_chars=options.max_chars)
     run = Run(pages=collect(paths, options.base_dir))
     for page in _bar(run.pages, progress, "scanning pages"):
@@ -212,7 +222,7 @@ def run_alt_text(
             ref = resolve(src, page.path, page.base_dir)
             img = images.get(ref.key)
             if img is None:
-                img = _read(ref, options, run)
+                img = _read(ref, options, run, reader)
                 images[ref.key] = img
                 if img.info.sha256 and img.info.sha256 in by_sha:
                     img = by_sha[img.info.sha256]  # same content under another name
@@ -236,9 +246,9 @@ def run_alt_text(
     return run
 
 
-def _read(ref: Resolved, options: AltTextOptions, run: Run) -> _Image:
+def _read(ref: Resolved, options: AltTextOptions, run: Run, reader: ImageReader | None) -> _Image:
     try:
-        data = read_bytes(ref, fetch_remote=options.fetch_remote)
+        data = reader(ref) if reader else read_bytes(ref, fetch_remote=options.fetch_remote)
     except InputError as exc:
         return _Image(ref, None, ImageInfo(error=describe_error(exc)))
     run.stats.images_read += 1
