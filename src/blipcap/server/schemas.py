@@ -11,12 +11,13 @@ model; :func:`install_openapi` documents both media types on each route.
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from ..social import Variant
+from .. import social
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -75,7 +76,7 @@ class CaptionsRequest(BaseModel):
     options: OptionsIn | None = None
 
 
-Platform = Literal["x", "mastodon", "bluesky", "instagram"]
+Platform = Literal[tuple(social.PLATFORMS)]  # type: ignore[valid-type]
 
 
 class SocialRequest(BaseModel):
@@ -176,7 +177,7 @@ class SocialRecord(ProvenanceOut):
     text_length: int | None
     text_limit: int
     hashtags: list[str]
-    variants: list[Variant]  # the dataclass itself: its fields are the record's
+    variants: list[social.Variant]  # the dataclass itself: its fields are the record's
     error: ItemErrorOut | None
     machine_generated: bool
     random_weights: bool
@@ -193,14 +194,14 @@ class Health(BaseModel):
     random_weights: bool | None = None
 
 
-class PlatformInfo(BaseModel):
-    name: str
-    alt_limit: int
-    post_limit: int
-    url_length: int | None
-    bare_domains: bool
-    weighted: bool
-    max_hashtags: int
+PlatformInfo = create_model(  # social.Platform's rules, less its key (the key maps to it)
+    "PlatformInfo",
+    **{  # type: ignore[call-overload]
+        name: (kind, ...)
+        for name, kind in typing.get_type_hints(social.Platform).items()
+        if name != "key"
+    },
+)
 
 
 class Info(BaseModel):
@@ -270,8 +271,6 @@ def _form_field(prop: dict[str, Any]) -> dict[str, Any]:
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:
     """The model inside ``annotation`` (``OptionsIn | None`` -> OptionsIn), if any."""
-    import typing
-
     for arg in (annotation, *typing.get_args(annotation)):
         if isinstance(arg, type) and issubclass(arg, BaseModel):
             return arg

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Request
 
 from ... import __version__, social
-from ..schemas import Info
+from ..schemas import Info, PlatformInfo
 from .common import ERRORS
 
 if TYPE_CHECKING:
@@ -25,15 +25,7 @@ LIMITS = (
     "max_beams",
     "max_captions",
 )
-PLATFORM_RULES = (
-    "name",
-    "alt_limit",
-    "post_limit",
-    "url_length",
-    "bare_domains",
-    "weighted",
-    "max_hashtags",
-)
+PLATFORM_RULES = tuple(PlatformInfo.model_fields)
 
 
 def router(state: ServerState) -> APIRouter:
