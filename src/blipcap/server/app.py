@@ -6,6 +6,7 @@ the model is loaded *and* has captioned one warm-up image). Every caption
 request - captions, social, and the features that caption internally - goes
 through the same :class:`~blipcap.server.batcher.MicroBatcher`, so concurrent
 requests share model batches and the model runs in exactly one thread.
+The routes are one router per feature, in :mod:`blipcap.server.routes`.
 
 Shutdown (SIGTERM): ``state.draining`` flips at once (``/readyz`` 503, new
 work 503), uvicorn stops accepting connections and waits for requests in
