@@ -12,10 +12,13 @@ from ..server.config import settings as config_settings
 from .common import EXIT_MODEL, cli_errors, model_options, warn
 
 
+def _flag(field, setting) -> str:
+    return setting.flag or "--" + field.name.replace("_", "-")
+
+
 def _option_name(field, setting) -> str:
     """The Python name click gives the option (``--max-body-mb`` -> ``max_body_mb``)."""
-    flag = setting.flag or "--" + field.name.replace("_", "-")
-    return flag.lstrip("-").replace("-", "_")
+    return _flag(field, setting).lstrip("-").replace("-", "_")
 
 
 def config_options(command):
@@ -23,8 +26,6 @@ def config_options(command):
     for field, setting in reversed(config_settings()):
         if not setting.cli:
             continue
-        name = _option_name(field, setting)
-        flag = "--" + name.replace("_", "-")
         kw = {"help": setting.help, "metavar": setting.metavar, "envvar": setting.envvar}
         if field.type.startswith("tuple"):
             kw["multiple"] = True
@@ -39,7 +40,7 @@ def config_options(command):
                     if kind is int
                     else click.FloatRange(low, high, min_open=setting.min_open)
                 )
-        command = click.option(flag, name, **kw)(command)
+        command = click.option(_flag(field, setting), **kw)(command)
     return command
 
 

@@ -34,7 +34,7 @@ def router(state: ServerState) -> APIRouter:
             state,
             request,
             CaptionsRequest,
-            lambda fields: caption_options(fields.get("options"), state.config),
+            lambda fields: (caption_options(fields.get("options"), state.config), None),
         )
         return JSONResponse({"results": [r.to_record() for r in results]})
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel
 
 from ...options import CaptionOptions
 from ...results import Caption
-from ..inputs import ParsedRequest, load_inputs, parse_request
+from ..inputs import load_inputs, parse_request
 from ..schemas import ErrorResponse
 
 if TYPE_CHECKING:
@@ -44,16 +44,20 @@ FEATURE_ERRORS = error_responses(
 )
 
 
+Plan = TypeVar("Plan")
+
+
 async def caption_request(
     state: ServerState,
     request: Request,
     model: type[BaseModel],
-    options_of: Callable[[dict[str, Any]], CaptionOptions],
-) -> tuple[ParsedRequest, list[Caption]]:
+    plan: Callable[[dict[str, Any]], tuple[CaptionOptions, Plan]],
+) -> tuple[Plan, list[Caption]]:
     """Admit, parse (``model``), decode and caption one request's images, in input order.
 
-    ``options_of`` turns the request's fields into caption options (a 422
-    raised there refuses the request before any image is decoded).
+    ``plan`` turns the request's fields into the caption options and what
+    else the route needs, answered with the captions (a 422 raised there
+    refuses the request before any image is decoded).
     """
     config = state.config
     client = state.client_of(request)
@@ -63,6 +67,6 @@ async def caption_request(
         # may wait a little for it (see plan_batch).
         with state.batcher.expecting(1):
             parsed = await parse_request(request, config, model)
-            options = options_of(parsed.fields)
+            options, planned = plan(parsed.fields)
             loaded = await load_inputs(parsed.inputs, config, deadline, state.model_sized)
-        return parsed, await state.caption_loaded(loaded, options, deadline, client)
+        return planned, await state.caption_loaded(loaded, options, deadline, client)

@@ -32,15 +32,9 @@ def router(state: ServerState) -> APIRouter:
         One record per image and platform (image-major). ``variants`` > 1
         samples that many captions and ranks them; ``variants[0]`` is the best.
         """
-        chosen: list[tuple[social.SocialOptions, list[str]]] = []
-
-        def options_of(fields: dict[str, Any]) -> CaptionOptions:
-            opts, platforms, cap_opts = social_options(fields, state.config)
-            chosen.append((opts, platforms))
-            return cap_opts
-
-        _, results = await caption_request(state, request, SocialRequest, options_of)
-        [(opts, platforms)] = chosen
+        (opts, platforms), results = await caption_request(
+            state, request, SocialRequest, lambda fields: social_plan(fields, state.config)
+        )
         random_weights = bool(getattr(state.captioner, "random_weights", False))
         records = [
             social.compose(r, p, opts, random_weights=random_weights).to_record()
@@ -52,10 +46,10 @@ def router(state: ServerState) -> APIRouter:
     return router
 
 
-def social_options(
+def social_plan(
     fields: dict[str, Any], config: ServerConfig
-) -> tuple[social.SocialOptions, list[str], CaptionOptions]:
-    """The social and caption options and the platforms of a validated :class:`SocialRequest`."""
+) -> tuple[CaptionOptions, tuple[social.SocialOptions, list[str]]]:
+    """The caption options, social options and platforms of a validated :class:`SocialRequest`."""
     most = min(10, config.max_captions)
     if fields["variants"] > most:
         raise RequestError(422, f"'variants' must be between 1 and {most} on this server")
@@ -75,4 +69,4 @@ def social_options(
         cap_opts = options.caption_options(base)
     except BlipcapError as exc:
         raise RequestError(422, f"invalid options: {exc}") from None
-    return options, list(dict.fromkeys(fields["platforms"])), cap_opts
+    return cap_opts, (options, list(dict.fromkeys(fields["platforms"])))
