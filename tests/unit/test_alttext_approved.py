@@ -197,3 +197,16 @@ def test_cli_usage_errors_for_accept_unreviewed(site):
 
     r = CliRunner().invoke(main, ["alt-text", str(site), "--check", "--accept-unreviewed"])
     assert r.exit_code == 2 and "--accept-unreviewed goes with --write" in r.output
+
+
+def test_cli_names_a_damaged_store_and_check_does_not_need_it(site, tmp_path, monkeypatch):
+    from blipcap.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "alt-text-approved.json").write_text("{oops", encoding="utf-8")
+    review = tmp_path / "review.json"
+    write_review(review, run_alt_text([site], captions=Captions(), cache=CaptionCache(None)).pages)
+    r = CliRunner().invoke(main, ["alt-text", "--apply", str(review)])
+    assert r.exit_code == 2 and "alt-text-approved.json is not valid JSON" in r.stderr
+    assert (tmp_path / "alt-text-approved.json").read_text() == "{oops"  # never overwritten
+    assert CliRunner().invoke(main, ["alt-text", str(site), "--check"]).exit_code == 1

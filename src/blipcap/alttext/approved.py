@@ -109,7 +109,9 @@ def _read(path: Path) -> dict[str, list[Approval]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise InputError(f"approved alt text {path} cannot be read: {exc.strerror or exc}") from None
+        raise InputError(
+            f"approved alt text {path} cannot be read: {exc.strerror or exc}"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"approved alt text {path} is not valid JSON ({exc}): {fix}") from None
     if not isinstance(data, dict) or data.get("version") != VERSION:

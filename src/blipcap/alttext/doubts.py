@@ -68,7 +68,9 @@ _MONTHS = "jan feb mar apr may jun jul aug sep sept oct nov dec".split()
 _AXIS_LABEL = re.compile(
     r"^(?:q[1-4]|h[12]|fy\d{2,4}|(?:" + "|".join(_MONTHS) + r")[a-z]*\.?|[xy]|%)$", re.IGNORECASE
 )
-_NUMBER = re.compile(r"^[-+\u2212(]?[$\u20ac\u00a3\u00a5]?\d[\d.,:/'\u2009]*(?:[%kmbx]|bn)?\)?$", re.IGNORECASE)
+_NUMBER = re.compile(
+    r"^[-+\u2212(]?[$\u20ac\u00a3\u00a5]?\d[\d.,:/'\u2009]*(?:[%kmbx]|bn)?\)?$", re.IGNORECASE
+)
 
 
 def is_chart_text(text: str, *, min_tokens: int = 3, share: float = 0.5) -> bool:

@@ -283,9 +283,7 @@ def _reuse(f: Finding, info: ImageInfo, approved: ApprovedAlts, run: Run) -> boo
         return False
     f.image = info
     f.proposed = alt
-    f.purpose = (
-        "functional" if is_functional(e) else ("decorative" if alt == "" else "informative")
-    )
+    f.purpose = "functional" if is_functional(e) else ("decorative" if alt == "" else "informative")
     f.reason = "approved by a reviewer for this image before"
     f.doubts = []  # a person already decided
     run.stats.approved_reused += 1
@@ -365,7 +363,8 @@ def _read_text(
                 continue
             run.stats.ocr_read += 1
             cache.put_ocr(sha, ocr.name, text, coverage)
-        if is_image_of_text(text, coverage):
+        # A chart's axis labels cover little of it, but they are what marks it as a chart.
+        if is_image_of_text(text, coverage) or is_chart_text(text):
             img.info.ocr_text = text
             img.info.ocr_coverage = coverage
 

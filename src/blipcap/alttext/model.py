@@ -101,7 +101,8 @@ class ImageInfo:
     ocr_text: str | None = None
     ocr_coverage: float | None = None
     random_weights: bool = False
-    confidence: float | None = None  # the caption's confidence score (0..1), when the model gives one
+    # The caption's confidence score (0..1), when the model gives one.
+    confidence: float | None = None
 
 
 @dataclass

@@ -86,7 +86,9 @@ def summary(run: Run) -> dict:
         "manual": sum(1 for f in findings if needs_person(f)),
         "drafts": sum(1 for f in findings if needs_person(f) and f.changes),
         "needs_person_by_reason": dict(
-            sorted(Counter(c for f in findings if needs_person(f) for c in _person_codes(f)).items())
+            sorted(
+                Counter(c for f in findings if needs_person(f) for c in _person_codes(f)).items()
+            )
         ),
         "by_rule": dict(sorted(Counter(p.rule for f in findings for p in f.problems).items())),
         "by_purpose": dict(sorted(Counter(f.purpose for f in findings if needs_fixing(f)).items())),

@@ -79,11 +79,15 @@ def _row(f: Finding, digest: str) -> dict[str, str]:
         "needs_person": person_reason(f),
         "reason": f.reason,
         "notes": " | ".join(notes),
-        "confidence": "" if f.image is None or f.image.confidence is None
-        else f"{f.image.confidence:.3f}",
+        "confidence": _confidence(f),
         "image_sha256": (f.image.sha256 or "") if f.image is not None else "",
         "file_sha256": digest,
     }
+
+
+def _confidence(f: Finding) -> str:
+    score = f.image.confidence if f.image is not None else None
+    return "" if score is None else f"{score:.3f}"
 
 
 def write_review(path: Path, pages: list[Page]) -> int:

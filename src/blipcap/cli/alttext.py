@@ -169,7 +169,8 @@ def alt_text(
 
     from ..alttext.approved import ApprovedAlts, default_approved_path
 
-    approved = ApprovedAlts(approved_path or default_approved_path())
+    # --check reads no image, so it has no use for approvals (nor for a damaged store's error).
+    approved = None if check else ApprovedAlts(approved_path or default_approved_path())
     if apply_file:
         return _apply(apply_file, max_chars, backup, approved)
 
@@ -195,7 +196,7 @@ def alt_text(
                 ocr=None if no_ocr else OcrReader(),
                 cache=cache,
                 progress=progress,
-                approved=approved if len(approved) else None,
+                approved=approved if approved is not None and len(approved) else None,
             )
         if run.random_weights:
             warn(
@@ -257,11 +258,12 @@ def alt_text(
                     unified_diff(page.path, page.decoded, apply_edits(page.decoded, edits)),
                     nl=False,
                 )
-    _warn_manual(run, accept_unreviewed)
+    _warn_manual(run, "review" if review else ("write" if accept_unreviewed else "hold"))
     drafts = s["drafts"]
-    held = (
-        f" ({drafts} drafts {'included' if accept_unreviewed else 'held back'})" if drafts else ""
-    )
+    fate = {True: "with a draft in the review file", False: "drafts"}[bool(review)]
+    if not review:
+        fate += " included" if accept_unreviewed else " held back"
+    held = f" ({drafts} {fate})" if drafts else ""
     reused = f", {s['approved_reused']} approved alts reused" if s["approved_reused"] else ""
     warn(
         f"{s['to_fix']} of {s['elements']} text alternatives need fixing; {s['ready']} changes "
@@ -280,16 +282,17 @@ def _print_findings(run) -> None:
             click.echo(f"{_rel(e.file)}:{e.line}:{e.column}: {p.rule}: {p.message}")
 
 
-def _warn_manual(run, accept_unreviewed: bool) -> None:
+def _warn_manual(run, mode: str) -> None:
+    """One line per item that needs a person; ``mode``: "review", "write" (accepted) or "hold"."""
     from ..alttext.engine import person_reason
     from ..alttext.report import _rel
 
     for f in run.for_a_person:
         e = f.element
-        if f.proposed is None:
-            why = person_reason(f)
-        elif accept_unreviewed:
-            why = f"draft written unreviewed (--accept-unreviewed): {person_reason(f)}"
+        if f.proposed is None or mode == "review":
+            why = f"needs a person: {person_reason(f)}"
+        elif mode == "write":
+            why = f"draft used unreviewed (--accept-unreviewed): {person_reason(f)}"
         else:
             why = f"needs a person, draft held back: {person_reason(f)}"
         warn(f"{_rel(e.file)}:{e.line}:{e.column}: {why}")
