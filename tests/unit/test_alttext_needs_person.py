@@ -181,6 +181,9 @@ def test_degenerate_captions_are_named(caption, why):
         "a man and a woman sitting on a bench with a dog",
         "two dogs and two cats playing with two balls",
         "a man riding a wave on top of a surfboard",
+        "a man in a suit and a woman in a dress and a child in a hat",
+        "a black and white photo of a black and white cat",
+        "there is a man that is standing in front of a building with a clock",
     ],
 )
 def test_ordinary_captions_are_not_degenerate(caption):

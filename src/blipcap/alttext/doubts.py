@@ -57,7 +57,8 @@ def degenerate(caption: str) -> str | None:
             if again and (n > 1 or words[i + 2 : i + 3] == gram):
                 return f"it repeats {' '.join(gram)!r}"
     counts = Counter(w for w in words if w not in _SMALL and len(w) > 2)
-    counts.update(" ".join(words[i : i + 2]) for i in range(len(words) - 1))
+    pairs = zip(words, words[1:], strict=False)
+    counts.update(f"{a} {b}" for a, b in pairs if not (a in _SMALL and b in _SMALL))
     word, times = counts.most_common(1)[0] if counts else ("", 0)
     if times >= 3:
         return f"it repeats {word!r} {times} times"
