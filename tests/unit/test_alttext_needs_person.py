@@ -302,6 +302,8 @@ def test_image_maps_and_unnamed_controls_need_a_person(tmp_path):
     f = by_id(run)
     # An area's URL that holds no word is no name: never alt="[…]."
     assert f["placeholder"].proposed is None and needs_person(f["placeholder"])
+    assert [p.rule for p in f["placeholder"].problems] == ["alt-missing"]  # no image to read
+    assert f["placeholder"].reason == "an image-map area whose link target names nothing"
     assert not any("[" in (x.proposed or "") for x in run.findings)
     assert f["contact"].proposed == "Contact."  # a draft only
     assert [d.code for d in f["contact"].doubts] == ["image-map"]

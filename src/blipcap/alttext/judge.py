@@ -299,6 +299,11 @@ def judge_image(f: Finding, info: ImageInfo, opts: JudgeOptions = JudgeOptions()
         if functional and _functional_fallback(f, opts):
             f.purpose = "functional"
             return f  # the destination names it; the image itself was not needed
+        if e.kind == "area" and not e.sources:
+            # An area has no image of its own: nothing is unreadable, there is just no name.
+            f.purpose, f.status = "functional", "manual"
+            f.reason = "an image-map area whose link target names nothing"
+            return f
         f.problems.append(Problem("image-unreadable", info.error))
         f.status = "manual"
         f.reason = "the image could not be read, so nothing is proposed"
