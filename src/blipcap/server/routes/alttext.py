@@ -155,10 +155,20 @@ class BatcherCaptions:
         return f"{getattr(self._captioner, 'model_id', 'model')}|server"
 
     def caption(self, images: list, progress: bool = False):
+        """As :meth:`blipcap.alttext.sources.BlipCaptions.caption`: (caption, error, confidence)."""
+        from ...alttext.doubts import confidence_score
+
         results = self._captioner.caption(images)
         random_weights = bool(getattr(self._captioner, "random_weights", False))
-        pairs = [(r.caption, r.error.message if r.error else None) for r in results]
-        return pairs, {}, random_weights
+        rows = [
+            (
+                r.caption,
+                r.error.message if r.error else None,
+                confidence_score(getattr(r, "confidence", None)),
+            )
+            for r in results
+        ]
+        return rows, {}, random_weights
 
 
 def _finding(f: Any) -> dict[str, Any]:
