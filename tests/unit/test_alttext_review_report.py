@@ -64,15 +64,18 @@ def test_review_edit_apply(site, tmp_path, suffix):
     assert [
         (r["line"], r["purpose"], r["current_alt"], r["proposed_alt"], r["apply"]) for r in rows
     ] == [
+        # What needs a person comes first; the rest in file order.
+        ("6", "unknown", "", "", "no"),
         ("3", "informative", "", "A cat sleeping on a sofa.", "yes"),
         ("4", "informative", "image of a sleeping cat", "A sleeping cat.", "yes"),
         ("5", "functional", "", "Contact.", "yes"),
-        ("6", "unknown", "", "", "no"),
     ]
+    assert rows[0]["needs_person"].startswith("nothing proposed: image file not found")
+    assert [r["needs_person"] for r in rows[1:]] == ["", "", ""]
     # The reviewer rewrites one, turns one down, and fills in the one nobody could propose.
-    rows[0]["proposed_alt"] = "Our cat Tom asleep on the sofa."
-    rows[1]["apply"] = "no"
-    rows[3]["proposed_alt"], rows[3]["apply"] = "Map to our office.", "yes"
+    rows[1]["proposed_alt"] = "Our cat Tom asleep on the sofa."
+    rows[2]["apply"] = "no"
+    rows[0]["proposed_alt"], rows[0]["apply"] = "Map to our office.", "yes"
     if suffix == ".csv":
         with review.open("w", encoding="utf-8-sig", newline="") as fh:
             w = csv.DictWriter(fh, list(rows[0]))
