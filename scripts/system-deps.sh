@@ -12,8 +12,7 @@ command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2
 command -v npm >/dev/null || need+=(nodejs npm)  # axe-core for the web page's accessibility test
 # The TrueType font the OCR tests and benchmarks render known text with.
 [[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || need+=(fonts-dejavu-core)
-# OpenCV (pulled in by rapidocr-onnxruntime) loads libGL and GLib when imported.
-ldconfig -p | grep -q 'libGL\.so\.1 ' || need+=(libgl1)
+# OpenCV (opencv-python-headless, pulled in by rapidocr) loads GLib when imported.
 ldconfig -p | grep -q 'libglib-2\.0\.so\.0 ' || need+=(libglib2.0-0)
 
 if ((${#need[@]})); then

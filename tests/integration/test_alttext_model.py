@@ -118,7 +118,7 @@ def text_image(path: Path, text: str) -> None:
 
 @pytest.mark.slow
 def test_images_of_text_get_their_text_with_real_ocr(tmp_path):
-    pytest.importorskip("rapidocr_onnxruntime")
+    pytest.importorskip("rapidocr")
     text_image(tmp_path / "sign.png", "OPEN DAILY")
     Image.new("RGB", (120, 120), (30, 120, 200)).save(tmp_path / "plain.png")
     (tmp_path / "p.html").write_text(
@@ -197,7 +197,7 @@ REPORT_PAGE = """<!DOCTYPE html>
 @pytest.mark.slow
 def test_a_chart_an_image_map_and_a_linked_icon_go_to_a_person(tiny_checkpoint, tmp_path):
     """The issue's site, with the real tiny model and real OCR: nothing in doubt is written."""
-    pytest.importorskip("rapidocr_onnxruntime")
+    pytest.importorskip("rapidocr")
     site = tmp_path / "site"
     (site / "img").mkdir(parents=True)
     chart_image(site / "img/figure1.png")

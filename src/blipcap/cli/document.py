@@ -74,7 +74,7 @@ Examples:
   blipcap document page.tif --ocr tesseract --lang deu
 
 PDF pages are rendered at 300 DPI (--dpi). Text comes from real OCR:
-RapidOCR (PP-OCRv4, bundled) by default, or Tesseract (--ocr tesseract; needs
+RapidOCR (PP-OCRv6, bundled) by default, or Tesseract (--ocr tesseract; needs
 the tesseract-ocr package and its language data). The description fuses the
 caption with the text: 'A letter on a desk that reads: "Dear ..."'.
 Exit status: 0 when every file was read, 1 when some failed, 2 on usage or

@@ -60,7 +60,7 @@ def _ocr_engine(choice: str) -> str | None:
         return choice
     from .._optional import available
 
-    if available("rapidocr_onnxruntime"):
+    if available("rapidocr"):
         return "rapidocr"
     warn("OCR is off: install it with pip install 'blipcap[ocr]' to make text in images searchable")
     return None

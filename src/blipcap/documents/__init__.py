@@ -1,7 +1,7 @@
 """Documents and images of text: real OCR, reading order, PDF pages, and captions fused with text.
 
 BLIP cannot read (salesforce/BLIP #37), so text comes from a real OCR engine:
-RapidOCR (PP-OCRv4 ONNX models shipped in the ``rapidocr-onnxruntime`` wheel)
+RapidOCR (PP-OCRv6 ONNX models shipped in the ``rapidocr`` wheel)
 by default, or Tesseract (the ``tesseract`` program, Debian ``tesseract-ocr``).
 The caption says what the page *is*; the OCR says what it *says*; the fused
 description joins both: ``A letter on a desk that reads: "Dear ..."``.

@@ -8,7 +8,7 @@ from PIL import Image
 
 from ..errors import OptionsError
 from .layout import lines_to_text, reading_order
-from .lines import OcrResult
+from .lines import OcrLine, OcrResult
 from .rapidocr import DETECT_PX, RapidOcrEngine
 from .tesseract import TesseractEngine
 
@@ -36,8 +36,10 @@ def ocr_image(
     """Read the text in ``image``: lines in reading order with boxes and confidences.
 
     ``lang`` applies to Tesseract (any installed traineddata, e.g. ``deu``);
-    RapidOCR's bundled model reads English and Chinese. Lines whose
-    confidence is below ``min_confidence`` are dropped. ``detect_px`` (RapidOCR) is the
+    RapidOCR's bundled model reads Chinese, Japanese, English and most Latin-script
+    languages. Lines whose confidence is below ``min_confidence`` are dropped, and so are
+    one- or two-character "lines" boxed over more than ``MAX_SHORT_LINE_AREA`` of the
+    image (a detector's false find in a photo, read as "8" or "0"). ``detect_px`` (RapidOCR) is the
     longest side text detection looks at, ``DETECT_PX`` by default: less is faster and
     misses smaller text.
     """
@@ -46,7 +48,8 @@ def ocr_image(
         found, rotation = ocr.recognize(image, detect_px or DETECT_PX)
     else:
         found, rotation = ocr.recognize(image)
-    lines = [ln for ln in found if ln.confidence >= min_confidence]
+    area = max(image.width * image.height, 1)
+    lines = [ln for ln in found if ln.confidence >= min_confidence and _plausible(ln, area)]
     if engine == "rapidocr":  # Tesseract does its own page-layout analysis
         lines = reading_order(lines)
     return OcrResult(
@@ -57,3 +60,14 @@ def ocr_image(
         height=image.height,
         rotation=rotation,
     )
+
+
+MAX_SHORT_LINE_AREA = 0.05
+"""Share of the image above which a line of one or two characters is taken for a false
+detection (PP-OCRv6 boxes whole regions of some photos; benchmarks/results/ocr-models.md)."""
+
+
+def _plausible(line: OcrLine, image_area: int) -> bool:
+    left, top, right, bottom = line.box
+    box_area = max(right - left, 0) * max(bottom - top, 0)
+    return len(line.text.strip()) > 2 or box_area <= MAX_SHORT_LINE_AREA * image_area

@@ -17,6 +17,7 @@ class TesseractEngine:
     """The ``tesseract`` program (5.x), read through its TSV output."""
 
     name = "tesseract"
+    models = "Tesseract LSTM (the installed traineddata)"
 
     def __init__(self, lang: str = "eng", timeout: float = 300.0) -> None:
         binary = shutil.which("tesseract")

@@ -37,7 +37,7 @@ MAX_WAITING = 4
 
 
 def ocr_engine() -> str | None:
-    if available("rapidocr_onnxruntime"):
+    if available("rapidocr"):
         return "rapidocr"
     if shutil.which("tesseract"):
         return "tesseract"
