@@ -106,3 +106,39 @@ def test_a_damaged_h5_file_is_a_load_error(dirs, tmp_path):
     (broken / "tf_model.h5").write_bytes(data[: len(data) // 3])
     with pytest.raises(ModelLoadError, match="could not read TensorFlow weights"):
         Captioner(str(broken), backend="torch", device="cpu")
+
+
+def test_a_hub_repository_without_pytorch_weights_fetches_tf_model_h5(dirs, monkeypatch, tmp_path):
+    # The hub is faked: each call "downloads" the files its patterns allow from the h5 copy.
+    import fnmatch
+
+    monkeypatch.setenv("BLIPCAP_CACHE_DIR", str(tmp_path / "blipcap-cache"))
+    calls: list[list[str]] = []
+    snapshot = tmp_path / "snapshot"
+
+    def fake_snapshot_download(repo_id, allow_patterns, **kwargs):
+        calls.append(list(allow_patterns))
+        snapshot.mkdir(exist_ok=True)
+        for f in dirs["h5"].iterdir():
+            if any(fnmatch.fnmatch(f.name, p) for p in allow_patterns):
+                shutil.copyfile(f, snapshot / f.name)
+        return str(snapshot)
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_snapshot_download)
+    files = resolve_model("someone/blip-tf-only", offline=False)
+    assert files.weights == snapshot / "tf_model.h5"
+    assert ["tf_model.h5" in patterns for patterns in calls] == [False, False, True]
+
+
+def test_tensorflow_blips_own_captions_are_reproduced(dirs):
+    """tf_reference.json: greedy captions TFBlipForConditionalGeneration.generate wrote for the
+    fixture's images (BlipProcessor preprocessing) when it made tf_model.h5."""
+    import json
+
+    reference = json.loads((FIXTURE / "tf_reference.json").read_text())
+    cap = Captioner(str(dirs["h5"]), backend="torch", device="cpu")
+    results = cap.caption(
+        [FIXTURE / r["image"] for r in reference], max_new_tokens=20, clean_artifacts=False
+    )
+    assert [r.caption for r in results] == [r["caption"] for r in reference]
+    assert len({r["caption"] for r in reference}) == len(reference)
