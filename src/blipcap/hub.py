@@ -67,7 +67,8 @@ METADATA_FILES = (
 )
 # What a captioning checkpoint needs from a hub repository. The published BLIP
 # repositories also ship pytorch_model.bin and tf_model.h5 (1.8 GB each for
-# large): fetch the pickle only when a repository has no safetensors.
+# large): fetch the pickle only when a repository has no safetensors, and the
+# TensorFlow file only when it has neither.
 HUB_PATTERNS = [
     *METADATA_FILES,
     "model.safetensors",
@@ -75,6 +76,8 @@ HUB_PATTERNS = [
     "model.safetensors.index.json",
 ]
 BIN_PATTERNS = ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*-of-*.bin"]
+# The last resort: TensorFlow weights, read by name with h5py (blipcap[tf]).
+TF_PATTERNS = ["tf_model.h5"]
 # Patterns for the fix-it command: a superset of HUB_PATTERNS that stays short.
 _CLI_INCLUDE = ["*.json", "*.safetensors", "*.txt"]
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -99,7 +102,7 @@ class ModelFiles:
     """Parsed config.json (None only for an ONNX directory without one)."""
     weights: Path | list[Path] | None
     """model.safetensors, else the shards of model.safetensors.index.json (a list), else
-    pytorch_model.bin (or its shards). None for an ONNX directory."""
+    pytorch_model.bin (or its shards), else tf_model.h5. None for an ONNX directory."""
     files: dict[str, str] = field(default_factory=dict)
     """File name relative to ``path`` (posix) -> sha256 hex digest."""
     source: Literal["hub", "local"] = "local"
@@ -436,6 +439,8 @@ def _find_weights(path: Path) -> Path | list[Path] | None:
         return path / "pytorch_model.bin"
     if (path / "pytorch_model.bin.index.json").is_file():
         return _shards(path / "pytorch_model.bin.index.json")
+    if (path / "tf_model.h5").is_file():
+        return path / "tf_model.h5"
     return None
 
 
@@ -493,6 +498,9 @@ def _resolve_hub(
             snapshot = Path(
                 snapshot_download(model_id, allow_patterns=HUB_PATTERNS + BIN_PATTERNS, **kwargs)
             )
+        if _find_weights(snapshot) is None:
+            patterns = HUB_PATTERNS + BIN_PATTERNS + TF_PATTERNS
+            snapshot = Path(snapshot_download(model_id, allow_patterns=patterns, **kwargs))
     except GatedRepoError:
         raise ModelNotFoundError(
             f"Model {model_id!r} is gated or private on the hub and this machine is not allowed to "

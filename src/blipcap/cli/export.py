@@ -1,4 +1,5 @@
-"""``blipcap export onnx``: the model as ONNX graphs for the torch-free ONNX Runtime backend."""
+"""``blipcap export onnx`` / ``export ort``: the model as ONNX graphs (or ORT format files) for the
+torch-free ONNX Runtime backend and mobile builds."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ def export() -> None:
       blipcap export onnx --out blip-large-onnx
       blipcap export onnx --out blip-large-int8 --quantize int8
       blipcap caption photos/ --model blip-large-int8
+      blipcap export ort --out blip-large-ort        # ORT format, for mobile builds
     """
 
 
@@ -86,6 +88,95 @@ def onnx(model, revision, out, quantize, opset, verify_images, overwrite, as_jso
                     "out": str(report.out),
                     "quantization": report.quantization,
                     "files": report.files,
+                    "verification": report.verification,
+                    "seconds": report.seconds,
+                },
+                indent=2,
+            )
+        )
+    else:
+        click.echo(report.summary())
+
+
+@export.command(
+    "ort",
+    epilog="""\b
+Examples:
+  blipcap export ort --model Salesforce/blip-image-captioning-base --out blip-base-ort
+  blipcap export ort --model ./blip-base-onnx --out blip-base-ort-fused --optimization all
+  blipcap caption photos/ --model blip-base-ort       # the Python ONNX backend runs .ort files too
+
+From a Hugging Face checkpoint the graphs are exported portable (opset 15,
+attention as plain ONNX operators) so that float32 and int8-vision use only
+operators of ONNX Runtime's mobile package; int8 adds com.microsoft.MatMulNBits.
+From an existing `blipcap export onnx` directory the graphs are converted as
+they are (fused operators, opset 17: full ONNX Runtime builds only).
+The directory holds vision.ort, decoder.ort, required_operators.config (for a
+minimal build's --include_ops_by_config), the tokenizer, the configs and
+blipcap_onnx.json (operators used, those outside the mobile package, checks).
+The .ort graphs must give tokens identical to the .onnx graphs they came from,
+or nothing is written. See docs/mobile.md.
+
+\b
+Exit status: 0 exported (and verified), 2 on usage or configuration errors,
+3 when the model could not be found, loaded or exported.
+""",
+)
+@click.option(
+    "--model",
+    "-m",
+    envvar="BLIPCAP_MODEL",
+    default=None,
+    metavar="M",
+    help="Hub id, local Hugging Face directory, or a `blipcap export onnx` directory "
+    f"[env BLIPCAP_MODEL; default {DEFAULT_MODEL}].",
+)
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) to export.")
+@click.option(
+    "--out", "-o", required=True, type=click.Path(file_okay=False), help="Directory to create."
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(["int8", "int8-vision"]),
+    default=None,
+    help="As for `export onnx`. int8-vision stays inside the mobile package's operators.",
+)
+@click.option(
+    "--optimization",
+    type=click.Choice(["basic", "extended", "all"]),
+    default="basic",
+    show_default=True,
+    help="ONNX Runtime optimizations baked into the .ort files. extended/all fuse operators "
+    "into com.microsoft ones (faster on CPUs; the report says which leave the mobile set).",
+)
+@click.option(
+    "--verify-images",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Synthetic images for the checks.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing export in --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@cli_errors
+def ort(model, revision, out, quantize, optimization, verify_images, overwrite, as_json) -> None:
+    """Export to ONNX Runtime's ORT format (mobile and minimal builds) and verify it."""
+    from ..export.ort import export_ort
+
+    report = export_ort(
+        model, out, quantize=quantize, optimization=optimization, revision=revision,
+        overwrite=overwrite, verify_images=verify_images,
+    )  # fmt: skip
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "out": str(report.out),
+                    "quantization": report.quantization,
+                    "optimization": report.optimization,
+                    "files": report.files,
+                    "operators": report.operators,
+                    "outside_mobile_package": report.outside_mobile,
                     "verification": report.verification,
                     "seconds": report.seconds,
                 },

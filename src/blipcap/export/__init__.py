@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["export_onnx", "ExportReport"]
+__all__ = ["export_onnx", "ExportReport", "export_ort", "OrtReport"]
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("export_ort", "OrtReport"):  # blipcap export ort (.ort files for mobile builds)
+        from . import ort
+
+        return getattr(ort, name)
     if name in __all__:
         from . import onnx
 
