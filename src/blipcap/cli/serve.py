@@ -20,6 +20,7 @@ Examples:
   blipcap serve --host 0.0.0.0 --api-key "$KEY" --cors-origin https://cms.example.org
   blipcap serve --db photos.sqlite               # enables GET /v1/search over that index
   curl -F files=@cat.jpg http://127.0.0.1:8000/v1/captions
+  blipcap serve --web-bundle blip-web            # /web/: captioning in the browser (export web)
 
 \b
 Endpoints: POST /v1/captions, POST /v1/social, GET /v1/info, GET /livez,
@@ -142,6 +143,14 @@ Exit status: 0 after a clean shutdown, 2 on usage or configuration errors
     help="On SIGTERM, seconds to let requests in flight finish.",
 )
 @click.option(
+    "--web-bundle",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    metavar="DIR",
+    help="Also serve a bundle from `blipcap export web` at /web/ (cross-origin isolated, so "
+    "its WASM runs with threads; captioning there happens in the browser).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -152,6 +161,7 @@ def serve(
     host, port, model, backend, device, dtype, db, max_batch_size, max_wait_ms, max_queue,
     max_client_requests, request_timeout, max_body_mb, body_timeout, min_body_rate, max_uploads,
     decode_memory_mb, max_images, api_keys, cors_origins, grace_period, log_level,
+    web_bundle=None,
 ):  # fmt: skip
     """Serve the captioning API and web page (one shared model, dynamic batching)."""
     from .._optional import require
@@ -198,7 +208,11 @@ def serve(
         if server is not None:
             server.should_exit = True
 
-    app = create_app(config, on_fatal=on_fatal)
+    if web_bundle is not None:
+        from ..web.serving import check_bundle
+
+        web_bundle = check_bundle(web_bundle)  # not a bundle: a usage error before loading
+    app = create_app(config, on_fatal=on_fatal, web_bundle=web_bundle)
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):  # SIGTERM / SIGINT

@@ -262,8 +262,12 @@ def create_app(
     *,
     captioner: Any = None,
     on_fatal: Callable[[BaseException], None] | None = None,
+    web_bundle: str | Path | None = None,
 ) -> FastAPI:
-    """The blipcap HTTP service. ``captioner``: use this object instead of loading ``config.model``."""
+    """The blipcap HTTP service. ``captioner``: use this object instead of loading ``config.model``.
+
+    ``web_bundle``: a directory written by ``blipcap export web``, served at ``/web/``.
+    """
     config = config or ServerConfig()
     state = ServerState(config, captioner)
 
@@ -298,6 +302,10 @@ def create_app(
     from .features import install_features
 
     install_features(app, state)
+    if web_bundle is not None:
+        from ..web.serving import mount
+
+        mount(app, web_bundle)
     schemas.install_openapi(
         app,
         {
