@@ -46,7 +46,9 @@ if not (ORT_DIST / "ort.wasm.min.mjs").exists():
     )
 
 
-def cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, cwd: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
     assert BLIPCAP, "the blipcap console script is not installed (pip install -e .)"
     return subprocess.run(
         [BLIPCAP, *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=env
@@ -244,7 +246,9 @@ def test_clean_caption_matches_python(tiny):
 
     texts = ["arafed man sitting on a bench", "two arafed men on a boat", "a bald bald bald man",
              "a cat on a sofa", "there is arafed woman", "araffe dog", "arafed", "an arafed apple"]  # fmt: skip
-    got = tiny.js("(texts) => import('./tokenizer.js').then((m) => texts.map(m.cleanCaption))", texts)
+    got = tiny.js(
+        "(texts) => import('./tokenizer.js').then((m) => texts.map(m.cleanCaption))", texts
+    )
     assert got == [clean_caption(t) for t in texts]
 
 

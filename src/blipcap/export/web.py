@@ -157,7 +157,9 @@ def _tokenizer_section(directory: Path, config) -> tuple[dict[str, Any], list[st
     lowercase = bool(normalizer.get("lowercase", True))
     strip = normalizer.get("strip_accents")
     if strip is not None and strip != lowercase:
-        raise ExportError("the web tokenizer strips accents exactly when it lowercases (BERT's rule)")
+        raise ExportError(
+            "the web tokenizer strips accents exactly when it lowercases (BERT's rule)"
+        )
     section = {
         "bos_token_id": tok.bos_token_id,
         "eos_token_id": tok.eos_token_id,
@@ -261,7 +263,9 @@ def export_web(
             from .onnx import export_onnx
 
             if not quiet:
-                print(f"{files.model_id} is a checkpoint: exporting it to ONNX first", file=sys.stderr)
+                print(
+                    f"{files.model_id} is a checkpoint: exporting it to ONNX first", file=sys.stderr
+                )
             source = work / "onnx"
             export_onnx(files.path, source, quiet=quiet)
         onnx = Manifest.read(source)
