@@ -267,7 +267,7 @@ def export_web(
                     f"{files.model_id} is a checkpoint: exporting it to ONNX first", file=sys.stderr
                 )
             source = work / "onnx"
-            export_onnx(files.path, source, quiet=quiet)
+            export_onnx(model, source, revision=revision, quiet=quiet)  # keeps the hub id
         onnx = Manifest.read(source)
         onnx.check_files(source, files.files if files.kind == "onnx" else None)
         bundle, vocab = _bundle_manifest(source, onnx, ort_version, webgpu)
