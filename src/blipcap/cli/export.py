@@ -7,7 +7,7 @@ import json
 
 import click
 
-from .common import cli_errors, json_option, model_option
+from .common import DEFAULT_MODEL, cli_errors, json_option, model_option
 
 
 @click.group("export")
@@ -20,6 +20,7 @@ def export() -> None:
       blipcap export onnx --out blip-large-int8 --quantize int8
       blipcap caption photos/ --model blip-large-int8
       blipcap export ort --out blip-large-ort        # ORT format, for mobile builds
+      blipcap export web --model blip-large-onnx --out blip-web   # for the browser
     """
 
 
@@ -179,6 +180,84 @@ def ort(model, revision, out, quantize, optimization, verify_images, overwrite, 
                     "outside_mobile_package": report.outside_mobile,
                     "verification": report.verification,
                     "seconds": report.seconds,
+                },
+                indent=2,
+            )
+        )
+    else:
+        click.echo(report.summary())
+
+
+@export.command(
+    "web",
+    epilog="""\b
+Examples:
+  npm install onnxruntime-web@1.31.1                       # once: the browser runtime
+  blipcap export onnx --out blip-base-onnx --model Salesforce/blip-image-captioning-base
+  blipcap export web --model blip-base-onnx --out blip-web \\
+      --ort-dist node_modules/onnxruntime-web/dist
+  blipcap serve --web-bundle blip-web                      # then open http://127.0.0.1:8000/web/
+
+The bundle is static: the ONNX graphs, the tokenizer vocabulary,
+blipcap_web.json (preprocessing, token ids, presets, provenance, sha256 of
+every file), blipcap.js (preprocessing equal to Pillow's, greedy and beam
+search equal to the Python backends, detokenizing) with an example page
+(index.html), and onnxruntime-web's files under ort/ - copied from --ort-dist,
+nothing is downloaded when the page runs. Images never leave the browser.
+WASM runs with threads only when the page is cross-origin isolated (COOP and
+COEP headers: blipcap serve --web-bundle sends them); WebGPU is used where the
+browser has it (--no-webgpu leaves its runtime out: 29 MiB smaller).
+--model may be a Hugging Face checkpoint: it is exported to ONNX first (needs
+blipcap[export]).
+
+\b
+Exit status: 0 written, 2 on usage or configuration errors (onnxruntime-web
+not found, --out not empty), 3 when the model could not be found, loaded or exported.
+""",
+)
+@click.option(
+    "--model",
+    "-m",
+    envvar="BLIPCAP_MODEL",
+    default=None,
+    metavar="M",
+    help="An ONNX export (blipcap export onnx), or a hub id or Hugging Face directory to "
+    f"export first [env BLIPCAP_MODEL; default {DEFAULT_MODEL}].",
+)
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
+@click.option(
+    "--out", "-o", required=True, type=click.Path(file_okay=False), help="Directory to create."
+)
+@click.option(
+    "--ort-dist",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="onnxruntime-web's dist directory (npm install onnxruntime-web) [env "
+    "BLIPCAP_ORT_WEB_DIST; default: node_modules/onnxruntime-web/dist in the current "
+    "directory or above].",
+)
+@click.option(
+    "--webgpu/--no-webgpu", default=True, show_default=True, help="Ship the WebGPU runtime too."
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle in --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@cli_errors
+def web(model, revision, out, ort_dist, webgpu, overwrite, as_json) -> None:
+    """Write a static bundle that captions images in the browser (onnxruntime-web)."""
+    from ..export.web import export_web
+
+    report = export_web(
+        model, out, ort_dist=ort_dist, webgpu=webgpu, revision=revision, overwrite=overwrite
+    )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "out": str(report.out),
+                    "files": report.files,
+                    "onnxruntime_web": report.ort_version,
+                    "webgpu": report.webgpu,
+                    "random_weights": report.random_weights,
                 },
                 indent=2,
             )

@@ -67,6 +67,7 @@ Examples:
   blipcap serve --host 0.0.0.0 --api-key "$KEY" --cors-origin https://cms.example.org
   blipcap serve --db photos.sqlite               # enables GET /v1/search over that index
   curl -F files=@cat.jpg http://127.0.0.1:8000/v1/captions
+  blipcap serve --web-bundle blip-web            # /web/: captioning in the browser (export web)
 
 \b
 Endpoints: POST /v1/captions, POST /v1/social, GET /v1/info, GET /livez,
@@ -92,13 +93,23 @@ Exit status: 0 after a clean shutdown, 2 on usage or configuration errors
     help="On SIGTERM, seconds to let requests in flight finish.",
 )
 @click.option(
+    "--web-bundle",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    metavar="DIR",
+    help="Also serve a bundle from `blipcap export web` at /web/ (cross-origin isolated, so "
+    "its WASM runs with threads; captioning there happens in the browser).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
 )
 @cli_errors
-def serve(host, port, model, backend, device, dtype, grace_period, log_level, **settings):
+def serve(
+    host, port, model, backend, device, dtype, grace_period, web_bundle, log_level, **settings
+):  # fmt: skip
     """Serve the captioning API and web page (one shared model, dynamic batching)."""
     from .._optional import require
 
@@ -134,7 +145,11 @@ def serve(host, port, model, backend, device, dtype, grace_period, log_level, **
         if server is not None:
             server.should_exit = True
 
-    app = create_app(config, on_fatal=on_fatal)
+    if web_bundle is not None:
+        from ..web.serving import check_bundle
+
+        web_bundle = check_bundle(web_bundle)  # not a bundle: a usage error before loading
+    app = create_app(config, on_fatal=on_fatal, web_bundle=web_bundle)
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):  # SIGTERM / SIGINT

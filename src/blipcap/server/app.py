@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -250,8 +251,12 @@ def create_app(
     *,
     captioner: Any = None,
     on_fatal: Callable[[BaseException], None] | None = None,
+    web_bundle: str | Path | None = None,
 ) -> FastAPI:
-    """The blipcap HTTP service. ``captioner``: use this object instead of loading ``config.model``."""
+    """The blipcap HTTP service. ``captioner``: use this object instead of loading ``config.model``.
+
+    ``web_bundle``: a directory written by ``blipcap export web``, served at ``/web/``.
+    """
     config = config or ServerConfig()
     state = ServerState(config, captioner)
 
@@ -283,6 +288,10 @@ def create_app(
     app.state.blipcap = state
     _install_errors(app, state)
     installed = install_routes(app, state)
+    if web_bundle is not None:
+        from ..web.serving import mount
+
+        mount(app, web_bundle)
     schemas.install_openapi(app, installed.bodies)
     routes = installed.paths
     # Bodies are received whole (size, deadline, rate, upload bound) before any route runs.
