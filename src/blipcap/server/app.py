@@ -20,8 +20,8 @@ import contextlib
 import dataclasses
 import logging
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
