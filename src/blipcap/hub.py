@@ -105,6 +105,11 @@ class ModelRole:
     def default(self) -> str:
         return self.models[0]
 
+    @property
+    def a_purpose(self) -> str:
+        """The purpose with its article: "a captioning", "an image-text matching"."""
+        return ("an " if self.purpose[:1] in "aeiou" else "a ") + self.purpose
+
 
 CAPTIONING = ModelRole()
 
@@ -453,8 +458,8 @@ def _check_config(config: dict[str, Any], path: Path, role: ModelRole = CAPTIONI
         )
     if archs and role.architecture not in archs:
         raise ModelLoadError(
-            f"{where} is a {', '.join(map(str, archs))} checkpoint, not a {role.purpose} one "
-            f"({role.architecture}). Use a {role.purpose} checkpoint such as "
+            f"{where} is a {', '.join(map(str, archs))} checkpoint, not {role.a_purpose} one "
+            f"({role.architecture}). Use {role.a_purpose} checkpoint such as "
             f"{', '.join(role.models)}."
         )
 

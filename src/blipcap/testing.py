@@ -186,14 +186,17 @@ def make_random_itm_checkpoint(out_dir: str | Path, shape: str | Shape = "tiny",
     model = BlipForImageTextRetrieval(config).eval()
     with torch.no_grad():
         _reinit_vision_embeddings(model.vision_model)
-        # As for the captioner: stronger cross-attention so the score depends on the
-        # image. The ITM head gets logits of about unit size: at std 0.02 every pair
-        # scores 0.5 +- 1e-3 (reranking would be blind), far above it scores
-        # saturate at 0 or 1 (and a parity check of 1e-5 would be blind instead).
+        # The score must depend on the image and on the caption, or parity proves
+        # little. Cross-attention values/outputs of std hidden**-0.5 give the image
+        # a say without drowning the text (the captioner's 0.2 makes every caption
+        # of the BERT-base encoder score alike); an ITM head of the same std gives
+        # logits of about unit size (at 0.02 every pair scores 0.5 +- 1e-3, far
+        # above it scores saturate at 0 or 1 and a 1e-5 check sees nothing).
+        std = s.text_hidden**-0.5
         for layer in model.text_encoder.encoder.layer:
-            layer.crossattention.self.value.weight.normal_(0.0, 0.2)
-            layer.crossattention.output.dense.weight.normal_(0.0, 0.2)
-        model.itm_head.weight.normal_(0.0, s.text_hidden**-0.5)
+            layer.crossattention.self.value.weight.normal_(0.0, std)
+            layer.crossattention.output.dense.weight.normal_(0.0, std)
+        model.itm_head.weight.normal_(0.0, std)
     model.save_pretrained(out)
     _write_processor_files(out, s.image_size)
     _mark_random(out)

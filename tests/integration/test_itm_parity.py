@@ -39,7 +39,10 @@ def reference(model, processor, image, captions: list[str], use_itm_head: bool =
             attention_mask=inputs.attention_mask,
             use_itm_head=use_itm_head,
         ).itm_score
-    ids = [row[: int(n)] for row, n in zip(inputs.input_ids.tolist(), inputs.attention_mask.sum(1))]
+    ids = [
+        row[: int(n)]
+        for row, n in zip(inputs.input_ids.tolist(), inputs.attention_mask.sum(1), strict=True)
+    ]
     if use_itm_head:
         return out.softmax(-1)[:, 1].tolist(), ids
     return out[0].tolist(), ids  # every row holds the same image: its similarities to each text
@@ -62,7 +65,7 @@ def test_scores_equal_transformers(tiny):
     ref, proc, scorer = tiny
     images = photos()
     ours = scorer.score_batch(images, [CAPTIONS] * len(images))  # 3 forward passes of 2, 2, 1
-    for image, got in zip(images, ours):
+    for image, got in zip(images, ours, strict=True):
         expected, ids = reference(ref, proc, image, CAPTIONS)
         assert [scorer.tokenizer.encode(c) for c in CAPTIONS] == ids
         np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
@@ -84,7 +87,7 @@ def test_uneven_caption_counts_score_the_same(tiny):
     lists = [CAPTIONS[:1], CAPTIONS[1:4], []]
     got = scorer.score_batch(images, lists)
     assert got[2] == []
-    for image, captions, scores in zip(images[:2], lists, got):
+    for image, captions, scores in zip(images[:2], lists[:2], got[:2], strict=True):
         np.testing.assert_allclose(scores, scorer.score(image, captions), atol=1e-6, rtol=0)
         # A caption's score does not depend on its neighbours (padding, folding).
         np.testing.assert_allclose(
@@ -113,8 +116,9 @@ def test_published_large_shape():
     images = photos()[:2]
     captions = CAPTIONS[:3]
     ours = scorer.score_batch(images, [captions] * 2)
-    for image, got in zip(images, ours):
+    for image, got in zip(images, ours, strict=True):
         expected, _ = reference(ref, proc, image, captions)
         np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
         assert int(np.argmax(got)) == int(np.argmax(expected))
     assert abs(ours[0][0] - ours[1][0]) > 1e-3  # the image reaches the score
+    assert min(np.ptp(scores) for scores in ours) > 1e-4  # and so does the caption
