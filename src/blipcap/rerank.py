@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ._optional import require
-from .errors import InputError
+from .errors import InputError, ModelLoadError, OptionsError
 from .hub import ModelFiles, ModelRole, resolve_model
 from .images import DEFAULT_LIMITS, ImageInput, ImageLimits, decode_ahead, load_image
 from .options import CaptionOptions, resolve_options
@@ -111,6 +111,8 @@ class ItmScorer:
         batch_size: int = 8,
         limits: ImageLimits = DEFAULT_LIMITS,
     ):
+        if batch_size < 1:
+            raise OptionsError(f"batch_size must be >= 1, got {batch_size}")
         self.torch = require("torch", "torch", "reranking with the image-text matching model")
         from .backends.torch import resolve_device, resolve_dtype
         from .model.itm import ItmConfig, ItmTokenizer, load_itm_model
@@ -118,7 +120,7 @@ class ItmScorer:
 
         self.files: ModelFiles = resolve_model(model, revision=revision, role=ITM_ROLE)
         if self.files.kind != "hf":
-            raise InputError(
+            raise ModelLoadError(
                 f"{self.files.path} is an exported ONNX directory; reranking needs the Hugging "
                 f"Face checkpoint of an image-text matching model, e.g. {DEFAULT_ITM_MODEL}"
             )
@@ -131,8 +133,6 @@ class ItmScorer:
         t = self.config.text
         self.tokenizer = ItmTokenizer(self.files.path, t.max_position_embeddings, t.pad_token_id)
         self.preprocess = ImagePreprocessor.from_dir(self.files.path, self.config.vision.image_size)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.limits = limits
 

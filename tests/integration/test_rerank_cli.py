@@ -151,3 +151,22 @@ def test_captioning_checkpoint_is_not_a_rerank_model(tiny_checkpoint, images):
         result.output
     )
     assert "Salesforce/blip-itm-large-coco" in result.output
+
+
+def test_onnx_captioner_is_reranked_the_same(
+    tiny_checkpoint, tiny_itm_checkpoint, images, tmp_path_factory
+):
+    """The scorer runs on torch whatever the captioner's backend: same candidates, same scores."""
+    pytest.importorskip("onnxruntime")
+    from blipcap.export import export_onnx
+
+    exported = tmp_path_factory.mktemp("onnx") / "tiny"
+    export_onnx(str(tiny_checkpoint), exported, verify_images=1, quiet=True)
+    (a, _), _ = images
+    args = [a, "--max-new-tokens", 5, "--rerank", "itm", "--rerank-model", tiny_itm_checkpoint]
+    result, [onnx] = caption(*args, "--model", exported)
+    assert result.exit_code == 0, result.output
+    _, [torch] = caption(*args, "--model", tiny_checkpoint)
+    assert onnx["backend"] == "onnx" and torch["backend"] == "torch"
+    assert onnx["captions"] == torch["captions"]
+    np.testing.assert_allclose(onnx["itm_scores"], torch["itm_scores"], atol=1e-6, rtol=0)

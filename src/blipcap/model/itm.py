@@ -33,8 +33,10 @@ from .text import DecoderLayer, TextEmbeddings
 from .vision import VisionModel
 from .weights import _no_weight_init, read_state_dict, weight_files
 
-# Written by older transformers releases; not weights.
+# Buffers written by older transformers releases, and a BERT pooler that
+# BlipForImageTextRetrieval never uses (transformers skips both on load too).
 _IGNORED_SUFFIXES = ("position_ids",)
+_IGNORED_PREFIXES = ("text_encoder.pooler.",)
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,11 @@ def load_itm_model(directory: Path, config: ItmConfig, dtype: torch.dtype, devic
         model = BlipItmModel(config)
     expected = model.state_dict()
     state = read_state_dict(weight_files(directory))
-    state = {k: v for k, v in state.items() if not k.endswith(_IGNORED_SUFFIXES)}
+    state = {
+        k: v
+        for k, v in state.items()
+        if not k.endswith(_IGNORED_SUFFIXES) and not k.startswith(_IGNORED_PREFIXES)
+    }
     missing = sorted(set(expected) - set(state))
     if missing:
         decoder = any(k.startswith("text_decoder.") for k in state)
