@@ -313,10 +313,26 @@ def caption_and_rerank(
             waiting.append(pixels)
             yield item
 
+    feed: Iterable[ImageInput] = inputs()
+    if hasattr(images, "__len__"):
+        feed = _Sized(feed, len(images))  # type: ignore[arg-type]
     results = captioner.caption_iter(
-        inputs(), options=options, batch_size=batch_size, progress=progress
+        feed, options=options, batch_size=batch_size, progress=progress
     )
     yield from _rerank_pairs(((r, waiting.popleft()) for r in results), scorer)
+
+
+class _Sized:
+    """An iterator that knows its length: the captioner's progress bar shows the total."""
+
+    def __init__(self, iterator: Iterator[Any], length: int):
+        self._iterator, self._length = iterator, length
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._iterator
+
+    def __len__(self) -> int:
+        return self._length
 
 
 def _label(source: Any) -> str | None:
