@@ -13,7 +13,7 @@ default:
 * ``pipeline``: ``caption_and_rerank`` end to end (decode, beam 3, score).
 
 Captions are forced to ``--tokens`` new tokens (random weights rarely stop on
-their own). Run: ``python benchmarks/rerank.py --images 4 --out benchmarks/results/rerank-vm``.
+their own). Run: ``python benchmarks/rerank.py --images 3 --out benchmarks/results/rerank-vm``.
 """
 
 from __future__ import annotations
