@@ -90,3 +90,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = item.path.relative_to(root).parts if item.path.is_relative_to(root) else ()
         if parts and parts[0] in _TIERS:
             item.add_marker(parts[0])
+
+
+def itm_checkpoint(shape: str, seed: int = 0) -> Path:
+    """Like :func:`checkpoint`, for a random image-text matching (BlipForImageTextRetrieval) one."""
+    from blipcap.testing import make_random_itm_checkpoint
+
+    name = f"itm-{shape}-s{seed}-st"
+    path = _CACHE / name
+    if not (path / "config.json").exists():
+        tmp = _CACHE / f".{name}.tmp{os.getpid()}"
+        make_random_itm_checkpoint(tmp, shape, seed=seed)
+        tmp.rename(path) if not path.exists() else None
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_itm_checkpoint() -> Path:
+    """A tiny random image-text matching model (64 px images, 2+2 layers) for --rerank itm."""
+    return itm_checkpoint("tiny")

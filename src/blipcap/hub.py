@@ -87,6 +87,32 @@ _PROGRESS_MIN_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
+class ModelRole:
+    """What a model is resolved for: the architecture its config.json must name, how users set it."""
+
+    architecture: str = "BlipForConditionalGeneration"
+    purpose: str = "captioning"
+    option: str = "--model"
+    """The command-line option that points at the model (named in the fix-it messages)."""
+    env: str | None = MODEL_ENV
+    """The environment variable that sets the model when none is given."""
+    models: tuple[str, ...] = SUPPORTED_MODELS
+    """The published checkpoints for this role; the first is the default."""
+
+    @property
+    def default(self) -> str:
+        return self.models[0]
+
+    @property
+    def a_purpose(self) -> str:
+        """The purpose with its article: "a captioning", "an image-text matching"."""
+        return ("an " if self.purpose[:1] in "aeiou" else "a ") + self.purpose
+
+
+CAPTIONING = ModelRole()
+
+
+@dataclass(frozen=True)
 class ModelFiles:
     """A resolved model: where its files are and what exactly they are."""
 
@@ -130,16 +156,18 @@ def resolve_model(
     revision: str | None = None,
     offline: bool | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    role: ModelRole = CAPTIONING,
 ) -> ModelFiles:
     """Find the files of ``model`` (hub id or directory), downloading them if needed and allowed.
 
     ``offline=None`` follows ``HF_HUB_OFFLINE``; ``cache_dir=None`` follows
     ``HF_HUB_CACHE`` / ``HF_HOME``. Raises :class:`ModelNotFoundError` when the
     model cannot be found or fetched and :class:`ModelLoadError` when its files
-    are incomplete or not a BLIP captioning checkpoint.
+    are incomplete or not a BLIP checkpoint of ``role.architecture`` (captioning
+    by default).
     """
     if model is None or (isinstance(model, str) and not model.strip()):
-        model = os.environ.get(MODEL_ENV, "").strip() or DEFAULT_MODEL
+        model = (os.environ.get(role.env, "").strip() if role.env else "") or role.default
     model_id = os.fspath(model).strip() if isinstance(model, str) else os.fspath(model)
     local = Path(model_id).expanduser()
     if local.is_dir():
@@ -148,19 +176,19 @@ def resolve_model(
                 f"A revision ({revision!r}) applies to hub ids only, but {model_id!r} is a "
                 "local directory. Drop the revision, or check out the revision you want there."
             )
-        return _resolve_local(model_id, local.resolve(), source="local")
+        return _resolve_local(model_id, local.resolve(), source="local", role=role)
     if local.exists():
         raise ModelLoadError(
             f"{model_id!r} is a file, not a model directory. Pass the directory that holds "
             "config.json and the weights (or a hub id such as "
-            f"{DEFAULT_MODEL})."
+            f"{role.default})."
         )
     if not isinstance(model, str) or _looks_like_path(model_id):
         raise ModelNotFoundError(
             f"Model directory {model_id!r} does not exist (no such directory: {local.absolute()}). "
-            f"Check the path, or pass a hub id such as {DEFAULT_MODEL}."
+            f"Check the path, or pass a hub id such as {role.default}."
         )
-    return _resolve_hub(model_id, revision, offline, cache_dir)
+    return _resolve_hub(model_id, revision, offline, cache_dir, role)
 
 
 def load_json(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -338,7 +366,9 @@ def _looks_like_path(s: str) -> bool:
     )
 
 
-def _resolve_local(model_id: str, path: Path, *, source: Literal["hub", "local"]) -> ModelFiles:
+def _resolve_local(
+    model_id: str, path: Path, *, source: Literal["hub", "local"], role: ModelRole = CAPTIONING
+) -> ModelFiles:
     if (path / ONNX_MANIFEST).is_file():
         config = load_json(path / "config.json") if (path / "config.json").is_file() else None
         files = {
@@ -350,7 +380,7 @@ def _resolve_local(model_id: str, path: Path, *, source: Literal["hub", "local"]
             model_id, path, "onnx", _local_revision(files), config, None, files, source
         )
 
-    config, weights = _check_checkpoint(model_id, path, source)
+    config, weights = _check_checkpoint(model_id, path, source, role)
     names = [n for n in METADATA_FILES if (path / n).is_file()]
     names += [
         n
@@ -376,9 +406,9 @@ def _commit_of(snapshot: Path) -> str | None:
 
 
 def _check_checkpoint(
-    model_id: str, path: Path, source: str
+    model_id: str, path: Path, source: str, role: ModelRole = CAPTIONING
 ) -> tuple[dict[str, Any], Path | list[Path]]:
-    """Check the files a BLIP captioning checkpoint needs; name every missing one."""
+    """Check the files a BLIP checkpoint needs; name every missing one."""
     missing = []
     if not (path / "config.json").is_file():
         missing.append("config.json")
@@ -401,18 +431,18 @@ def _check_checkpoint(
             fix = (
                 "A BLIP model directory needs config.json, tokenizer.json or vocab.txt, "
                 "preprocessor_config.json or processor_config.json, and model.safetensors or "
-                "pytorch_model.bin - as written by BlipForConditionalGeneration.save_pretrained and "
+                f"pytorch_model.bin - as written by {role.architecture}.save_pretrained and "
                 "BlipProcessor.save_pretrained, or fetched with: "
-                f"{download_command(DEFAULT_MODEL, local_dir=str(path))}"
+                f"{download_command(role.default, local_dir=str(path))}"
             )
         raise ModelLoadError(f"Missing from {path}: {', '.join(missing)}. {fix}")
     config = load_json(path / "config.json")
-    _check_config(config, path)
+    _check_config(config, path, role)
     assert weights is not None
     return config, weights
 
 
-def _check_config(config: dict[str, Any], path: Path) -> None:
+def _check_config(config: dict[str, Any], path: Path, role: ModelRole = CAPTIONING) -> None:
     where = path / "config.json"
     model_type = config.get("model_type")
     archs = config.get("architectures") or []
@@ -420,13 +450,13 @@ def _check_config(config: dict[str, Any], path: Path) -> None:
     if model_type != "blip" and not (model_type is None and blip_like):
         raise ModelLoadError(
             f"{where} describes a {model_type or 'unknown'!r} model, not BLIP (model_type 'blip'). "
-            f"blipcap runs BLIP captioning checkpoints such as {', '.join(SUPPORTED_MODELS)}."
+            f"blipcap runs BLIP {role.purpose} checkpoints such as {', '.join(role.models)}."
         )
-    if archs and "BlipForConditionalGeneration" not in archs:
+    if archs and role.architecture not in archs:
         raise ModelLoadError(
-            f"{where} is a {', '.join(map(str, archs))} checkpoint, not a captioning one "
-            "(BlipForConditionalGeneration). Use a captioning checkpoint such as "
-            f"{', '.join(SUPPORTED_MODELS)}."
+            f"{where} is a {', '.join(map(str, archs))} checkpoint, not {role.a_purpose} one "
+            f"({role.architecture}). Use {role.a_purpose} checkpoint such as "
+            f"{', '.join(role.models)}."
         )
 
 
@@ -467,6 +497,7 @@ def _resolve_hub(
     revision: str | None,
     offline: bool | None,
     cache_dir: str | os.PathLike[str] | None,
+    role: ModelRole = CAPTIONING,
 ) -> ModelFiles:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
@@ -484,7 +515,7 @@ def _resolve_hub(
     except HFValidationError as exc:
         raise ModelNotFoundError(
             f"{model_id!r} is neither an existing directory nor a valid hub model id ({exc}). "
-            f"Pass a directory, or a hub id such as {DEFAULT_MODEL}."
+            f"Pass a directory, or a hub id such as {role.default}."
         ) from None
     cache = hub_cache_dir(cache_dir)
     env_offline = offline_env()
@@ -509,7 +540,7 @@ def _resolve_hub(
     except RepositoryNotFoundError:
         raise ModelNotFoundError(
             f"There is no model {model_id!r} on the Hugging Face hub (or it is private). Check the "
-            f"spelling; supported models: {', '.join(SUPPORTED_MODELS)}. "
+            f"spelling; supported models: {', '.join(role.models)}. "
             "A local model is passed as a directory path."
         ) from None
     except RevisionNotFoundError:
@@ -519,13 +550,13 @@ def _resolve_hub(
         ) from None
     except LocalEntryNotFoundError as exc:
         raise _not_available(
-            model_id, revision, cache, cache_dir, offline, env_offline, exc
+            model_id, revision, cache, cache_dir, offline, env_offline, exc, role
         ) from None
     except (HfHubHTTPError, OSError) as exc:
         raise _not_available(
-            model_id, revision, cache, cache_dir, offline, env_offline, exc
+            model_id, revision, cache, cache_dir, offline, env_offline, exc, role
         ) from exc
-    return _resolve_local(model_id, snapshot, source="hub")
+    return _resolve_local(model_id, snapshot, source="hub", role=role)
 
 
 def _not_available(
@@ -536,6 +567,7 @@ def _not_available(
     offline: bool | None,
     env_offline: bool,
     exc: Exception,
+    role: ModelRole = CAPTIONING,
 ) -> ModelNotFoundError:
     from huggingface_hub.errors import IncompleteSnapshotError
 
@@ -563,7 +595,8 @@ def _not_available(
         "  - on a machine with network access, download it to a folder, copy that folder here and "
         "point blipcap at it:",
         f"      {download_command(model_id, revision=revision, local_dir=name)}",
-        f"      blipcap caption --model ./{name} ...   (or: export {MODEL_ENV}=./{name})",
+        f"      blipcap caption {role.option} ./{name} ..."
+        + (f"   (or: export {role.env}=./{name})" if role.env else ""),
     ]
     return ModelNotFoundError("\n".join(lines))
 

@@ -71,9 +71,6 @@ def make_random_checkpoint(
 
     Returns the ``transformers`` model (fp32, eval mode) for parity checks.
     """
-    import json
-    import shutil
-
     import torch
     from transformers import BlipConfig, BlipForConditionalGeneration
 
@@ -81,24 +78,7 @@ def make_random_checkpoint(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    config = BlipConfig(
-        text_config=dict(
-            vocab_size=30524,
-            hidden_size=s.text_hidden,
-            num_hidden_layers=s.text_layers,
-            num_attention_heads=s.text_heads,
-            intermediate_size=s.text_mlp,
-            encoder_hidden_size=s.vision_hidden,
-        ),
-        vision_config=dict(
-            hidden_size=s.vision_hidden,
-            num_hidden_layers=s.vision_layers,
-            num_attention_heads=s.vision_heads,
-            intermediate_size=s.vision_mlp,
-            image_size=s.image_size,
-            patch_size=s.patch_size,
-        ),
-    )
+    config = BlipConfig(**_config_sections(s))
     model = BlipForConditionalGeneration(config).eval()
     # transformers 5.x initializes the vision embeddings with std ~1e-10, which
     # erases the image from the logits: every image would get the same caption
@@ -119,9 +99,40 @@ def make_random_checkpoint(
 
         torch.save(load_file(out / "model.safetensors"), out / "pytorch_model.bin")
         (out / "model.safetensors").unlink()
+    _write_processor_files(out, s.image_size)
+    _mark_random(out)
+    return model
+
+
+def _config_sections(s: Shape) -> dict:
+    """``text_config`` and ``vision_config`` of a transformers BlipConfig of shape ``s``."""
+    return dict(
+        text_config=dict(
+            vocab_size=30524,
+            hidden_size=s.text_hidden,
+            num_hidden_layers=s.text_layers,
+            num_attention_heads=s.text_heads,
+            intermediate_size=s.text_mlp,
+            encoder_hidden_size=s.vision_hidden,
+        ),
+        vision_config=dict(
+            hidden_size=s.vision_hidden,
+            num_hidden_layers=s.vision_layers,
+            num_attention_heads=s.vision_heads,
+            intermediate_size=s.vision_mlp,
+            image_size=s.image_size,
+            patch_size=s.patch_size,
+        ),
+    )
+
+
+def _write_processor_files(out: Path, image_size: int) -> None:
+    """The tokenizer files and the flat preprocessor_config.json of the published BLIP repositories."""
+    import json
+    import shutil
+
     make_tokenizer().save_pretrained(out)
     shutil.copy(bundled_vocab(), out / "vocab.txt")
-    # The flat preprocessor_config.json of the published BLIP repositories.
     preprocessor = {
         "do_convert_rgb": True,
         "do_normalize": True,
@@ -133,13 +144,62 @@ def make_random_checkpoint(
         "processor_class": "BlipProcessor",
         "resample": 3,
         "rescale_factor": 0.00392156862745098,
-        "size": {"height": s.image_size, "width": s.image_size},
+        "size": {"height": image_size, "width": image_size},
     }
     (out / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
+
+
+def _mark_random(out: Path) -> None:
+    """Add ``blipcap_random_weights: true`` to config.json: results from it are marked."""
+    import json
+
     cfg_path = out / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg[RANDOM_WEIGHTS_KEY] = True
     cfg_path.write_text(json.dumps(cfg, indent=2))
+
+
+def _reinit_vision_embeddings(vision_model) -> None:
+    """Undo transformers 5's ~1e-10 vision embeddings, which erase the image from every output."""
+    emb = vision_model.embeddings
+    for p in (emb.class_embedding, emb.position_embedding, emb.patch_embedding.weight):
+        p.normal_(0.0, 0.02)
+
+
+def make_random_itm_checkpoint(out_dir: str | Path, shape: str | Shape = "tiny", seed: int = 0):
+    """Write a random-weight BlipForImageTextRetrieval checkpoint (image-text matching) to ``out_dir``.
+
+    The layout of ``Salesforce/blip-itm-large-coco`` (the ``"large"`` shape):
+    ``vision_model.``, ``text_encoder.`` (BERT with cross-attention, no LM
+    head), ``vision_proj``, ``text_proj`` and ``itm_head``; tokenizer and
+    preprocessing files as for the captioning checkpoints. Returns the
+    ``transformers`` model (fp32, eval mode) for parity checks.
+    """
+    import torch
+    from transformers import BlipConfig, BlipForImageTextRetrieval
+
+    s = SHAPES[shape] if isinstance(shape, str) else shape
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = BlipConfig(**_config_sections(s), image_text_hidden_size=256)
+    model = BlipForImageTextRetrieval(config).eval()
+    with torch.no_grad():
+        _reinit_vision_embeddings(model.vision_model)
+        # The score must depend on the image and on the caption, or parity proves
+        # little. Cross-attention values/outputs of std hidden**-0.5 give the image
+        # a say without drowning the text (the captioner's 0.2 makes every caption
+        # of the BERT-base encoder score alike); an ITM head of the same std gives
+        # logits of about unit size (at 0.02 every pair scores 0.5 +- 1e-3, far
+        # above it scores saturate at 0 or 1 and a 1e-5 check sees nothing).
+        std = s.text_hidden**-0.5
+        for layer in model.text_encoder.encoder.layer:
+            layer.crossattention.self.value.weight.normal_(0.0, std)
+            layer.crossattention.output.dense.weight.normal_(0.0, std)
+        model.itm_head.weight.normal_(0.0, std)
+    model.save_pretrained(out)
+    _write_processor_files(out, s.image_size)
+    _mark_random(out)
     return model
 
 

@@ -36,6 +36,7 @@ Examples:
   blipcap caption a.jpg b.png --format plain       # path<TAB>caption
   blipcap caption "shots/**/*.jpg" --preset coco --output captions.jsonl
   blipcap caption https://example.org/cat.jpg --beams 3 --num-captions 3
+  blipcap caption photos/ --rerank itm             # 3 beam candidates, the best by ITM kept
   cat photo.jpg | blipcap caption -
   blipcap caption photos/ --prompt "a photograph of" --max-new-tokens 40
   blipcap caption --engine ray s3://bucket/photos/ --output s3://bucket/captions/
@@ -84,12 +85,28 @@ model could not be found or loaded.
     default=None,
     help="Ray: cluster address [env RAY_ADDRESS; local].",
 )
+@click.option(
+    "--rerank",
+    type=click.Choice(["itm"]),
+    default=None,
+    help="Score the candidate captions against the image with BLIP's image-text matching "
+    "model and keep the best; records get itm_score (0..1). Candidates: --num-captions K, "
+    "else the --beams width, else 3 (beam search). See docs/rerank.md.",
+)
+@click.option(
+    "--rerank-model",
+    envvar="BLIPCAP_RERANK_MODEL",
+    default=None,
+    metavar="M",
+    help="The image-text matching model for --rerank itm: hub id or local directory "
+    "[env BLIPCAP_RERANK_MODEL; default Salesforce/blip-itm-large-coco].",
+)
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @progress_option
 @cli_errors
 def caption(
     inputs, model, backend, device, dtype, batch_size, fmt, output, no_recursive, progress,
-    engine, actors, ray_address, **flags,
+    engine, actors, ray_address, rerank, rerank_model, **flags,
 ):  # fmt: skip
     """Caption images: files, folders (recursively), glob patterns, http(s) URLs, or - for stdin.
 
@@ -100,7 +117,11 @@ def caption(
 
     overrides = pop_decoding_options(flags)
     preset = overrides.pop("preset")
+    if rerank is None and _given("rerank_model"):
+        raise click.BadParameter("needs --rerank itm", param_hint="--rerank-model")
     if engine == "ray":
+        if rerank:
+            raise click.BadParameter("is not available with --engine ray", param_hint="--rerank")
         from .caption_ray import caption_with_ray
 
         return caption_with_ray(
@@ -113,16 +134,18 @@ def caption(
         raise click.BadParameter(f"{output} is a folder; give a file name", param_hint="--output")
     items = list(expand_inputs(list(inputs), recursive=not no_recursive))
     cap = open_captioner(model, backend, device, dtype, meaningless="its captions")
+    progress = show_progress(progress)
+    if rerank:  # the scorer loads (or fails) before any output is written
+        results = _reranked(cap, items, rerank_model, device, dtype, preset, overrides)(
+            batch_size=batch_size, progress=progress
+        )
+    else:
+        results = cap.caption_iter(
+            items, preset=preset, batch_size=batch_size, progress=progress, **overrides
+        )
     failed = 0
     with open_output(output) as out:
         writer = _writer(fmt, out)
-        results = cap.caption_iter(
-            items,
-            preset=preset,
-            batch_size=batch_size,
-            progress=show_progress(progress),
-            **overrides,
-        )
         for result in results:
             failed += not result.ok
             writer(result)
@@ -130,6 +153,27 @@ def caption(
     if failed:
         warn(f"{failed} of {len(items)} input(s) failed; see the 'error' field of their records")
         sys.exit(1)
+
+
+def _given(name: str) -> bool:
+    """Whether option ``name`` was typed on the command line (not from the environment)."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is click.core.ParameterSource.COMMANDLINE
+
+
+def _reranked(cap, items, rerank_model, device, dtype, preset, overrides):
+    """``caption_and_rerank`` bound to a loaded scorer and the reranking options (rerank.py)."""
+    from functools import partial
+
+    from ..rerank import ItmScorer, caption_and_rerank, rerank_options
+
+    options = rerank_options(preset=preset, **overrides)
+    scorer = ItmScorer(rerank_model, device=device, dtype=dtype)
+    if scorer.random_weights:
+        warn(
+            "the --rerank model has RANDOM weights (a test checkpoint): its scores are meaningless"
+        )
+    return partial(caption_and_rerank, cap, scorer, items, options=options)
 
 
 def _writer(fmt: str, out: IO[str]):
