@@ -173,7 +173,7 @@ def convert_to_ort(
     ort, source: Path, target: Path, optimization: str, verify_images: int, quiet: bool
 ) -> OrtReport:
     """Convert the graphs of the ONNX export ``source`` into ``target``; verify; write the manifest."""
-    from .manifest import Manifest
+    from ..backends.onnx_format import Manifest
     from .onnx import _digests, _log
 
     manifest = Manifest.read(source)

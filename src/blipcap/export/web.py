@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from ..backends.onnx_format import Manifest
 from ..errors import ExportError, OptionsError
 from ..hub import resolve_model
+from ..version import __version__
 from ..web import ASSETS, BUNDLE_MANIFEST
-from .manifest import Manifest
 
 FORMAT = "blipcap-web"
 FORMAT_VERSION = 1
