@@ -364,3 +364,24 @@ def test_the_review_file_lists_what_needs_a_person_first(tmp_path):
     icon = next(x for x in data["findings"] if x["line"] == 8)
     assert icon["needs_person"] is True and icon["doubts"] == ["unclear-function"]
     assert icon["needs_person_reason"] == rows[3]["needs_person"]
+
+
+def test_images_are_read_under_the_callers_limits_and_cancel_token(tmp_path):
+    """The HTTP service runs the engine with its own pixel limit and the request's deadline:
+    an image over the limit, or read after the deadline, is an item error, not a decode."""
+    from blipcap.alttext.engine import AltTextOptions
+    from blipcap.images import CancelToken, ImageLimits
+
+    site = site_of(tmp_path, '<img src="big.png">', {"big.png": (200, 200)})
+    source, _ = blip({"big.png": ("a red square", None)})
+
+    def error(**options) -> str | None:
+        run = run_alt_text([site], AltTextOptions(**options), captions=source)
+        [finding] = run.findings
+        return finding.image.error if finding.image else None
+
+    assert error() is None
+    assert "pixels" in error(image_limits=ImageLimits(max_pixels=10_000))
+    stopped = CancelToken()
+    stopped.cancel()
+    assert error(cancel=stopped) is not None

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import InputError
 from .approved import ApprovedAlts
@@ -44,6 +44,9 @@ from .sources import (
     resolve,
     svg_text,
 )
+
+if TYPE_CHECKING:
+    from ..images import CancelToken, ImageLimits
 
 HTML_SUFFIXES = frozenset([".html", ".htm", ".xhtml", ".shtml"])
 MARKDOWN_SUFFIXES = frozenset([".md", ".markdown", ".mdown", ".mkd", ".mkdn"])
@@ -77,6 +80,10 @@ class AltTextOptions:
     base_dir: Path | None = None
     fetch_remote: bool = False
     min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    image_limits: ImageLimits | None = None
+    """Byte and pixel limits for every image read (None: blipcap.images' defaults)."""
+    cancel: CancelToken | None = None
+    """Stops image decoding once cancelled or past its deadline (the HTTP service's)."""
 
 
 @dataclass
@@ -273,7 +280,7 @@ def run_alt_text(
     if approved is not None:
         pending = [(p, f) for p, f in pending if not _reuse(f, chosen[id(f)].info, approved, run)]
     if ocr is not None:
-        _read_text(list(by_sha.values()), ocr, cache, run, progress)
+        _read_text(list(by_sha.values()), ocr, cache, run, progress, _decoding(options))
     if captions is not None:
         wanted = [img for p, f in pending if (img := chosen[id(f)]) and _needs_caption(f, img.info)]
         _caption(wanted, captions, cache, run, progress)
@@ -332,7 +339,9 @@ def _read(ref: Resolved, options: AltTextOptions, run: Run, reader: ImageReader 
     from ..images import load_image
 
     try:
-        image = load_image(ref.path if ref.path is not None else data, name=ref.src)
+        image = load_image(
+            ref.path if ref.path is not None else data, name=ref.src, **_decoding(options)
+        )
     except InputError as exc:
         info.error = describe_error(exc)
         return _Image(ref, keep, info)
@@ -341,8 +350,20 @@ def _read(ref: Resolved, options: AltTextOptions, run: Run, reader: ImageReader 
     return _Image(ref, keep, info)
 
 
+def _decoding(options: AltTextOptions) -> dict:
+    """``load_image`` keywords for the options' limits and cancel token."""
+    from ..images import DEFAULT_LIMITS
+
+    return {"limits": options.image_limits or DEFAULT_LIMITS, "cancel": options.cancel}
+
+
 def _read_text(
-    images: list[_Image], ocr: OcrReader, cache: CaptionCache, run: Run, progress: bool
+    images: list[_Image],
+    ocr: OcrReader,
+    cache: CaptionCache,
+    run: Run,
+    progress: bool,
+    decoding: dict,
 ) -> None:
     from ..errors import MissingDependencyError
     from ..images import load_image
@@ -361,7 +382,9 @@ def _read_text(
         else:
             try:
                 image = load_image(
-                    img.ref.path if img.ref.path is not None else img.data, name=img.ref.src
+                    img.ref.path if img.ref.path is not None else img.data,
+                    name=img.ref.src,
+                    **decoding,
                 )
                 text, coverage = ocr.read(image)
             except MissingDependencyError as exc:

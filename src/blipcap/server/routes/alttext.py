@@ -30,7 +30,7 @@ from ..schemas import AltTextRequest
 from .common import FEATURE_ERRORS
 
 if TYPE_CHECKING:
-    from ...alttext.engine import Run
+    from ...alttext.engine import AltTextOptions, Run
     from ...alttext.sources import Resolved
     from ..app import ServerState
 
@@ -82,6 +82,7 @@ async def check_html(
     state: ServerState, html: str, max_chars: int, deadline: float, client: str
 ) -> dict[str, Any]:
     """The engine's findings for the fragment ``html`` and the fragment with the proposals in."""
+    from ...alttext.engine import AltTextOptions
     from ...alttext.write import apply_edits, edits_for
 
     loop = asyncio.get_running_loop()
@@ -89,7 +90,16 @@ async def check_html(
         captions = BatcherCaptions(state.blocking_captioner(loop, client, cancel))
         try:
             run = await asyncio.wait_for(
-                run_in_threadpool(_run_engine, html, max_chars, captions, _reader(state, deadline)),
+                run_in_threadpool(
+                    _run_engine,
+                    html,
+                    captions,
+                    _reader(state, deadline),
+                    # Images are decoded under the service's limits and the request's deadline.
+                    AltTextOptions(
+                        max_chars=max_chars, image_limits=state.config.image_limits, cancel=cancel
+                    ),
+                ),
                 max(deadline - time.monotonic(), 0.001),
             )
         except asyncio.TimeoutError:
@@ -107,16 +117,14 @@ async def check_html(
     }
 
 
-def _run_engine(html: str, max_chars: int, captions: BatcherCaptions, reader) -> Run:
+def _run_engine(html: str, captions: BatcherCaptions, reader, options: AltTextOptions) -> Run:
     """Run the alt-text engine over the fragment, written to a private temporary page."""
-    from ...alttext.engine import AltTextOptions, run_alt_text
+    from ...alttext.engine import run_alt_text
 
     with tempfile.TemporaryDirectory(prefix="blipcap-alt-") as tmp:
         path = Path(tmp) / FRAGMENT
         path.write_bytes(html.encode("utf-8"))
-        run = run_alt_text(
-            [path], AltTextOptions(max_chars=max_chars), captions=captions, reader=reader
-        )
+        run = run_alt_text([path], options, captions=captions, reader=reader)
     for page in run.pages:  # messages name the fragment, never the temporary path
         if page.error:
             page.error = re.sub(re.escape(str(path)), FRAGMENT, page.error)
