@@ -135,7 +135,11 @@ def guard_batch(
     for name, attempt in fallbacks(options):
         if not pending:
             break
-        again = redecode(pending, attempt)
+        # No more decoder rows at once than the first pass had (batch sizes were chosen for it).
+        per_call = max(1, len(results) * _rows(options) // _rows(attempt))
+        again = []
+        for start in range(0, len(pending), per_call):
+            again.extend(redecode(pending[start : start + per_call], attempt))
         still = []
         for i, per_image in zip(pending, again, strict=True):
             found = _problems(per_image, check)
@@ -147,10 +151,15 @@ def guard_batch(
     for i in affected:
         remaining, action, per_image = best[i]
         report = GuardReport(detected=problems[i], action=action, resolved=remaining == 0)
-        out[i] = [
-            Decoded(d, d.logprobs, d.ended, guard=report) for d in per_image
-        ]
+        out[i] = [Decoded(d, d.logprobs, d.ended, guard=report) for d in per_image]
     return out
+
+
+def _rows(options: CaptionOptions) -> int:
+    """Decoder rows per image: beams, samples, or one."""
+    if options.num_beams > 1:
+        return options.num_beams
+    return options.num_captions if options.do_sample else 1
 
 
 def _problems(per_image: list[Decoded], check: Check) -> tuple[str, ...]:

@@ -88,6 +88,13 @@ model could not be found or loaded.
     default=None,
     help="Ray: cluster address [env RAY_ADDRESS; local].",
 )
+@click.option(
+    "--guard/--no-guard",
+    default=None,
+    help="Decode degenerate captions again (repeated words, 'arafed', 'this image shows ...') "
+    "and mark their records with a 'guard' field [default: on with the default preset, off with "
+    "--preset coco]. See docs/captioning.md.",
+)
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @click.option(
     "--progress/--no-progress",
@@ -97,7 +104,7 @@ model could not be found or loaded.
 @cli_errors
 def caption(
     inputs, model, backend, device, dtype, batch_size, fmt, output, no_recursive, progress,
-    engine, actors, ray_address, **flags,
+    engine, actors, ray_address, guard, **flags,
 ):  # fmt: skip
     """Caption images: files, folders (recursively), glob patterns, http(s) URLs, or - for stdin.
 
@@ -108,6 +115,7 @@ def caption(
 
     overrides = pop_decoding_options(flags)
     preset = overrides.pop("preset")
+    overrides["guard"] = guard  # None: the preset's choice
     if batch_size != "auto" and not str(batch_size).isdigit():
         raise click.BadParameter("use 'auto' or a positive integer", param_hint="--batch-size")
     if engine == "ray":
