@@ -337,8 +337,10 @@ def _caption(
             continue
         run.stats.caption_cache_hits += 1
         img.info.caption, img.info.random_weights, prov = hit
+        prov = dict(prov or {})
+        img.info.caption_confidence = prov.pop("confidence", None)
         run.random_weights |= img.info.random_weights
-        run.provenance = run.provenance or prov
+        run.provenance = run.provenance or prov or None
     if not missing:
         return
     inputs = [str(img.ref.path) if img.ref.path is not None else img.data for img in missing]
@@ -346,14 +348,24 @@ def _caption(
     run.provenance = provenance or run.provenance
     run.random_weights |= random_weights
     rows = []
-    for img, (text, error) in zip(missing, results, strict=True):
+    for img, (text, error, *more) in zip(missing, results, strict=True):
         if error or not text:
             img.info.error = error or "the model returned an empty caption"
             continue
         img.info.caption = text
+        img.info.caption_confidence = confidence = more[0] if more else None
         img.info.random_weights = random_weights
         run.stats.captioned += 1
-        rows.append((img.info.sha256, key, text, random_weights, provenance))
+        # The cache keeps this caption's confidence with its provenance.
+        rows.append(
+            (
+                img.info.sha256,
+                key,
+                text,
+                random_weights,
+                {**(provenance or {}), "confidence": confidence},
+            )
+        )
     cache.put_captions(rows)
 
 

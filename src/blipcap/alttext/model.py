@@ -86,6 +86,8 @@ class ImageInfo:
     height: int | None = None
     error: str | None = None  # why the image could not be used (missing, undecodable, remote)
     caption: str | None = None
+    caption_confidence: float | None = None
+    """The decoder's confidence in ``caption`` (results.Confidence.score), when known."""
     ocr_text: str | None = None
     ocr_coverage: float | None = None
     random_weights: bool = False

@@ -34,6 +34,7 @@ FIELDS = [
     "proposed_alt",
     "apply",
     "reason",
+    "caption_confidence",
     "notes",
     "file_sha256",
 ]
@@ -70,9 +71,18 @@ def _row(f: Finding, digest: str) -> dict[str, str]:
         "proposed_alt": f.proposed or "",
         "apply": "yes" if f.proposed is not None else "no",
         "reason": f.reason,
+        "caption_confidence": _confidence(f),
         "notes": " | ".join(notes),
         "file_sha256": digest,
     }
+
+
+def _confidence(f: Finding) -> str:
+    """The decoder's confidence in the caption behind the proposal (docs/captioning.md), or ""."""
+    info = f.image
+    if info is None or info.caption_confidence is None or not info.caption:
+        return ""
+    return f"{info.caption_confidence:.3f}"
 
 
 def write_review(path: Path, pages: list[Page]) -> int:

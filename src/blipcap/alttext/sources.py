@@ -216,17 +216,28 @@ class BlipCaptions:
 
     def caption(
         self, images: list, progress: bool = False
-    ) -> tuple[list[tuple[str | None, str | None]], dict, bool]:
-        """Caption ``images`` in one call: ([(caption, error)], provenance, random_weights)."""
+    ) -> tuple[list[tuple[str | None, str | None, float | None]], dict, bool]:
+        """Caption ``images`` in one call: ([(caption, error, confidence)], provenance, random_weights).
+
+        ``confidence`` is the caption's :attr:`~blipcap.results.Confidence.score`
+        (a source may also give ``(caption, error)`` pairs: confidence unknown).
+        """
         cap = self.captioner
         results = cap.caption(images, preset=self.preset, progress=progress, **self.overrides)
         prov = results[0].provenance if results and results[0].provenance else None
         provenance = _provenance_dict(prov)
         return (
-            [(r.caption, r.error.message if r.error else None) for r in results],
+            [
+                (r.caption, r.error.message if r.error else None, _score(r.confidence))
+                for r in results
+            ],
             provenance,
             bool(cap.random_weights),
         )
+
+
+def _score(confidence) -> float | None:
+    return None if confidence is None else confidence.score
 
 
 def _stable(d: dict) -> str:
