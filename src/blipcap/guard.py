@@ -6,8 +6,10 @@ lead-ins ("this image shows ...", "a picture of ...") nobody asked for.
 :func:`detect` names them in a caption's text; :func:`guard_batch` re-decodes
 only the images with such a caption, trying :func:`fallbacks` in order:
 
-1. the same decoding with no-repeat n-gram blocking (size 3): no 3-token
-   sequence may occur twice, which breaks loops;
+1. the same decoding with no-repeat n-gram blocking of size 2: no two-token
+   sequence may occur twice, which breaks loops. (Size 3 would still allow a
+   word three times in a row, "bald bald bald", the commonest loop.) A
+   stricter size the options already ask for is kept;
 2. beam search (3 beams, or more when more captions are asked for), with the
    same blocking: a wider search that also leaves some lead-ins and artifacts
    behind.
@@ -33,7 +35,7 @@ from .results import GuardReport
 from .text import ARTIFACT
 
 REPEAT, ARTIFACT_PROBLEM, BOILERPLATE = "repeat", "artifact", "boilerplate"
-NO_REPEAT_NGRAM = 3
+NO_REPEAT_NGRAM = 2
 
 # Lead-ins that say nothing about the picture. "A photo of a dog" is a plain
 # caption to many people; BLIP-large's habit is the longer forms and
@@ -99,13 +101,14 @@ def is_repetitive(words: list[str]) -> bool:
 
 def fallbacks(options: CaptionOptions) -> list[tuple[str, CaptionOptions]]:
     """The re-decoding attempts for ``options``, in order, each with its name for the record."""
-    blocked = options.replace(no_repeat_ngram_size=NO_REPEAT_NGRAM)
+    size = min(options.no_repeat_ngram_size or NO_REPEAT_NGRAM, NO_REPEAT_NGRAM)
+    blocked = options.replace(no_repeat_ngram_size=size)
     beams = max(3, options.num_beams, options.num_captions)
     wide = blocked.replace(num_beams=beams, do_sample=False)
     out = []
     for name, attempt in (
-        (f"no_repeat_ngram={NO_REPEAT_NGRAM}", blocked),
-        (f"beams={beams},no_repeat_ngram={NO_REPEAT_NGRAM}", wide),
+        (f"no_repeat_ngram={size}", blocked),
+        (f"beams={beams},no_repeat_ngram={size}", wide),
     ):
         if attempt != options and all(attempt != seen for _, seen in out):
             out.append((name, attempt))
