@@ -53,3 +53,24 @@ def test_an_index_from_before_gains_the_column_empty(tmp_path):
         assert store.schema_version() == 5
         old = store.get_image("c" * 64)
         assert old["caption"] == "an old caption" and old["confidence"] is None
+
+
+def test_the_indexer_stores_each_captions_confidence(tmp_path):
+    from dataclasses import replace
+
+    import test_index_indexer as t
+
+    from blipcap.index import open_store
+    from blipcap.results import Confidence
+
+    class SureCaptioner(t.FakeCaptioner):
+        def caption(self, images, batch_size="auto", **kwargs):
+            sure = Confidence.from_logprobs([-0.25, -0.75])  # score exp(-0.5)
+            return [replace(c, confidences=[sure]) for c in super().caption(images, batch_size)]
+
+    root = tmp_path / "photos"
+    t.make(root / "red.png", (200, 0, 0))
+    t.run(tmp_path / "i.db", [root], SureCaptioner())
+    with open_store(tmp_path / "i.db") as store:
+        (hit,) = store.search("colour", embedder=t.WordEmbedder(), mode="text")
+    assert hit.to_dict()["confidence"] == 0.6065
