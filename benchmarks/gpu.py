@@ -112,7 +112,8 @@ def run_blipcap(args, checkpoint, jpegs, device, dtype, gpu: Gpu) -> dict:
     if cap.backend.fast_path is None:  # CPU (smoke): exercise the static path all the same
         cap.backend.fast_path = FastPath(cap.backend, FastPathOptions(step="graphs"))
     b, t = args.batch_size, args.tokens
-    greedy = dict(min_new_tokens=t, max_new_tokens=t)
+    # guard=False: random weights loop, and the guard would decode them again; transformers does not.
+    greedy = dict(min_new_tokens=t, max_new_tokens=t, guard=False)
     beam3 = dict(preset="coco", min_length=20, max_length=20)
     warm = jpegs[: min(len(jpegs), 2 * b)]  # two full batches: captures every graph the run uses
 

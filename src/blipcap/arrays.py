@@ -35,6 +35,11 @@ class NumpyOps:
         shifted = x - x.max(axis=-1, keepdims=True)
         return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
+    def logsumexp(self, x):
+        """(rows, vocab) -> (rows,): log of the softmax denominator, for one token's log-probability."""
+        top = x.max(axis=-1, keepdims=True)
+        return (top + np.log(np.exp(x - top).sum(axis=-1, keepdims=True)))[:, 0]
+
     def softmax(self, x):
         e = np.exp(x - x.max(axis=-1, keepdims=True))
         return e / e.sum(axis=-1, keepdims=True)
@@ -131,6 +136,9 @@ class TorchOps:
 
     def log_softmax(self, x):
         return self.torch.log_softmax(x.float(), dim=-1)
+
+    def logsumexp(self, x):
+        return self.torch.logsumexp(x, dim=-1)
 
     def softmax(self, x):
         return self.torch.softmax(x, dim=-1)

@@ -27,7 +27,7 @@ from .images import DEFAULT_LIMITS, ImageInput, ImageLimits, decode_ahead, load_
 from .model.config import BlipConfig
 from .model.processing import ImagePreprocessor, Tokenizer
 from .options import CaptionOptions, resolve_options
-from .results import Caption, ItemError, Provenance
+from .results import Caption, Confidence, ItemError, Provenance
 from .version import __version__
 
 BACKENDS = ("auto", "torch", "onnx")
@@ -190,8 +190,27 @@ class Captioner:
     def generate_tokens(self, pixels: np.ndarray, options: CaptionOptions) -> list[list[list[int]]]:
         """Model step for one batch of preprocessed images: token ids per image per caption."""
         return generate(
-            self.backend, pixels, self.tokenizer.prompt_ids(options.prompt), options, self.special
-        )
+            self.backend, pixels, self.tokenizer.prompt_ids(options.prompt), options, self.special,
+            check=self.guard_check(options),
+        )  # fmt: skip
+
+    def guard_check(self, options: CaptionOptions):
+        """The degeneration guard's test of one caption's tokens (None when the guard is off)."""
+        if not options.guard:
+            return None
+        from .guard import detect
+
+        raw = options.replace(clean_artifacts=False)  # judge what the model wrote
+        return lambda tokens: detect(self.caption_text(tokens, raw), prompted=bool(options.prompt))
+
+    def decoded_result(self, label, decoded: list, opts: CaptionOptions, provenance) -> Caption:
+        """One input's :class:`Caption` from its token lists: texts, confidences, guard report."""
+        captions = [self.caption_text(t, opts) for t in decoded]
+        return Caption(
+            path=label, caption=captions[0], captions=captions, provenance=provenance,
+            confidences=[Confidence.from_logprobs(getattr(t, "logprobs", ())) for t in decoded],
+            guard=getattr(decoded[0], "guard", None),
+        )  # fmt: skip
 
     def _run_batch(
         self, batch: list[_Prepared], opts, provenance, bar, sizer: BatchSizer | None = None
@@ -213,10 +232,7 @@ class Captioner:
                     provenance=provenance,
                 )  # fmt: skip
             else:
-                captions = [self.caption_text(t, opts) for t in out]
-                result = Caption(
-                    path=p.label, caption=captions[0], captions=captions, provenance=provenance
-                )
+                result = self.decoded_result(p.label, out, opts, provenance)
             if bar is not None:
                 bar.update(1)
             yield result

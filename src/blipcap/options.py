@@ -46,6 +46,11 @@ class CaptionOptions:
     seed: int | None = None
     clean_artifacts: bool = True
     """Remove known BLIP artifacts such as the spurious "arafed" prefix."""
+    guard: bool = False
+    """Re-decode degenerate captions (loops, "arafed", boilerplate lead-ins): see blipcap.guard.
+
+    On in the ``default`` preset; off here, so that options built field by
+    field decode exactly as transformers does, and off in ``coco``."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -152,8 +157,9 @@ def _validate(o: CaptionOptions) -> None:
 
 
 PRESETS: dict[str, CaptionOptions] = {
-    # Greedy, up to 30 new tokens, no prompt, no penalties, artifacts cleaned.
-    "default": CaptionOptions(),
+    # Greedy, up to 30 new tokens, no prompt, no penalties, artifacts cleaned,
+    # degenerate captions decoded again (blipcap.guard).
+    "default": CaptionOptions(guard=True),
     # The BLIP paper's COCO protocol (salesforce/BLIP configs/caption_coco.yaml):
     # beam 3, max_length 20 and min_length 5 counted with the prompt.
     "coco": CaptionOptions(
@@ -162,5 +168,6 @@ PRESETS: dict[str, CaptionOptions] = {
         max_length=20,
         min_length=5,
         prompt="a picture of ",
+        guard=False,  # the paper's protocol, token for token
     ),
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -85,6 +87,66 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class Confidence:
+    """How sure the decoder was of one caption, from its own token log-probabilities.
+
+    Each generated token's log-probability is ``log_softmax`` of the
+    decoder's logits at that step, before any penalty, n-gram block, minimum
+    length or sampling warper (the model's view, not the search's); the
+    end-of-caption token counts when the caption ended by itself. For beam
+    search these are the finished hypothesis' own per-token values (not the
+    length-penalized beam score).
+
+    It says how *predictable* the words were to the model - not whether they
+    are true of the image. A fluent wrong caption can score high, and it is
+    comparable only between captions of the same model (see docs/captioning.md).
+    """
+
+    mean_logprob: float
+    """Mean token log-probability (length-normalized; <= 0)."""
+    min_logprob: float
+    """The least likely token's log-probability: one doubtful word pulls it down."""
+    tokens: int
+    """How many tokens were scored."""
+
+    @property
+    def score(self) -> float:
+        """``exp(mean_logprob)``: the geometric-mean token probability, in (0, 1]."""
+        return math.exp(self.mean_logprob)
+
+    @classmethod
+    def from_logprobs(cls, logprobs: Sequence[float]) -> Confidence | None:
+        """None for no tokens (nothing was scored)."""
+        if not logprobs:
+            return None
+        values = [float(x) for x in logprobs]
+        return cls(sum(values) / len(values), min(values), len(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": float(f"{self.score:.4g}"),  # 4 significant digits: tiny scores stay > 0
+            "mean_logprob": round(self.mean_logprob, 4),
+            "min_logprob": round(self.min_logprob, 4),
+            "tokens": self.tokens,
+        }
+
+
+@dataclass(frozen=True)
+class GuardReport:
+    """What the degeneration guard (:mod:`blipcap.guard`) found in a caption and did about it."""
+
+    detected: tuple[str, ...]
+    """Problems in the first decoding: "repeat", "artifact", "boilerplate"."""
+    action: str
+    """The decoding that gave the kept caption, e.g. "no_repeat_ngram=3"; "none": the first."""
+    resolved: bool
+    """False when no attempt was free of problems (the one with the fewest is kept)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"detected": list(self.detected), "action": self.action, "resolved": self.resolved}
+
+
+@dataclass(frozen=True)
 class Caption:
     """The result for one input: a caption, or an error."""
 
@@ -93,10 +155,19 @@ class Caption:
     captions: list[str] = field(default_factory=list)
     error: ItemError | None = None
     provenance: Provenance | None = None
+    confidences: list[Confidence | None] = field(default_factory=list)
+    """One per caption, in the order of ``captions`` (empty for an error)."""
+    guard: GuardReport | None = None
+    """Set when the degeneration guard found a problem in this input's first decoding."""
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def confidence(self) -> Confidence | None:
+        """The confidence of ``caption`` (the first caption)."""
+        return self.confidences[0] if self.confidences else None
 
     def to_record(self) -> dict[str, Any]:
         """The JSON Lines record of ``blipcap caption --format jsonl``."""
@@ -104,6 +175,11 @@ class Caption:
         record: dict[str, Any] = {"path": self.path, "caption": self.caption}
         if len(self.captions) > 1:
             record["captions"] = list(self.captions)
+        record["confidence"] = _confidence_dict(self.confidence)
+        if len(self.captions) > 1:
+            record["confidences"] = [_confidence_dict(c) for c in self.confidences]
+        if self.guard is not None:
+            record["guard"] = self.guard.to_dict()
         record["error"] = asdict(self.error) if self.error else None
         if p is not None:
             record.update(
@@ -119,3 +195,7 @@ class Caption:
             if p.random_weights:
                 record["random_weights"] = True
         return record
+
+
+def _confidence_dict(confidence: Confidence | None) -> dict[str, Any] | None:
+    return confidence.to_dict() if confidence is not None else None

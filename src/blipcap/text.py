@@ -20,6 +20,7 @@ import re
 # article ("a") glued to a sub-word. It shows up as "arafed man", "araffe dog",
 # "there is arafed woman", "two arafed men".
 _ARTIFACT = re.compile(r"\b(?:ar+af+(?:e|ed|ly|y)?|ar+af+ed)\b", re.IGNORECASE)
+ARTIFACT = _ARTIFACT  # the degeneration guard (guard.py) detects the same spellings
 # The same word three or more times in a row ("bald bald bald"): a decoding loop.
 _REPEAT = re.compile(r"\b(\w+)(?:\s+\1\b){2,}", re.IGNORECASE)
 _DETERMINERS = frozenset(

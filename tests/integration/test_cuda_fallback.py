@@ -58,7 +58,19 @@ def tiny(tiny_checkpoint):
 
 
 def records(results):
-    return [r.to_record() for r in results]
+    """Records without the confidence: the static step's float32 sums differ in the last bits,
+    which can move a rounded log-probability (tokens, which those records pin, cannot move)."""
+    out = []
+    for r in results:
+        rec = r.to_record()
+        confidences = [rec.pop("confidence")] + rec.pop("confidences", [])[1:]
+        assert all(c is None or 0 < c["score"] <= 1 for c in confidences)
+        out.append(rec)
+    return out
+
+
+def mean_logprobs(results):
+    return [c.mean_logprob for r in results for c in r.confidences]
 
 
 def with_fast(cap, options: FastPathOptions | None = None):
@@ -82,15 +94,16 @@ def test_static_step_gives_the_default_paths_tokens(small, case):
     kw = dict(CASES[case])
     preset = kw.pop("preset", None)
     small.backend.fast_path = None
-    want = records(small.caption(IMAGES, preset=preset, batch_size=8, **kw))
+    default_path = small.caption(IMAGES, preset=preset, batch_size=8, **kw)
     fast = with_fast(small)
     try:
         # batch 3 then 3 then 1: the later batches reuse (slices of) the first batch's buffers,
         # whose masked positions held the previous batch's keys.
-        got = records(small.caption(IMAGES, preset=preset, batch_size=3, **kw))
+        static = small.caption(IMAGES, preset=preset, batch_size=3, **kw)
     finally:
         small.backend.fast_path = None
-    assert got == want
+    assert records(static) == records(default_path)
+    assert mean_logprobs(static) == pytest.approx(mean_logprobs(default_path), abs=1e-4)
     assert fast.step_mode == "eager" and fast.captured_graphs == 0
 
 

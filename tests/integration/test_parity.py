@@ -20,6 +20,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("skimage.data")
 
 
+def parity_options(**spec):
+    """Options for a comparison with transformers: without the degeneration guard.
+
+    The ``default`` preset's guard decodes loops and artifacts again (random
+    weights loop often); transformers' ``generate`` keeps them.
+    """
+    return resolve_options(**spec, guard=False)
+
+
 CASES = {
     "greedy": dict(preset="default", overrides=dict(max_new_tokens=20)),
     "coco-beam": dict(preset="coco", overrides={}),
@@ -100,7 +109,7 @@ def models(request):
 def test_token_identical(models, case):
     ref, proc, cap = models
     spec = CASES[case]
-    options = resolve_options(preset=spec["preset"], **spec["overrides"])
+    options = parity_options(preset=spec["preset"], **spec["overrides"])
     images = photos()
     prompt_len = len(cap.tokenizer.prompt_ids(options.prompt))
     with torch.no_grad():
@@ -115,7 +124,7 @@ def test_token_identical(models, case):
 def test_text_matches_processor_decode(models):
     ref, proc, cap = models
     images = photos()[:3]
-    options = resolve_options(max_new_tokens=15, clean_artifacts=False)
+    options = parity_options(max_new_tokens=15, clean_artifacts=False)
     with torch.no_grad():
         out = ref.generate(**proc(images=images, return_tensors="pt"), max_length=16)
     expected = [proc.decode(row, skip_special_tokens=True) for row in out]
@@ -137,7 +146,7 @@ def test_prompted_text_matches_transformers(models, case, request):
         "coco-k-captions": dict(preset="coco", num_beams=4, num_captions=3),
         "prompt": CASES["prompt"]["overrides"],
     }[case]
-    options = resolve_options(**spec, clean_artifacts=False)
+    options = parity_options(**spec, clean_artifacts=False)
     images = photos()
     prompt_len = len(cap.tokenizer.prompt_ids(options.prompt))
     with torch.no_grad():
@@ -153,6 +162,34 @@ def test_prompted_text_matches_transformers(models, case, request):
     if request.node.callspec.params["models"] == ("tiny", 0) and case.startswith("coco"):
         pieces = [proc.tokenizer.convert_ids_to_tokens(row[prompt_len]) for row in rows]
         assert any(p.startswith("##") for p in pieces), "the case needs a continuation piece"
+
+
+def test_confidence_is_the_log_softmax_of_transformers_scores(models):
+    """Greedy: each token's log-probability is log_softmax of ``generate``'s scores for it."""
+    ref, proc, cap = models
+    images = photos()
+    options = parity_options(max_new_tokens=20)
+    with torch.no_grad():
+        out = ref.generate(
+            **proc(images=images, return_tensors="pt"), max_length=21, do_sample=False,
+            output_scores=True, return_dict_in_generate=True,
+        )  # fmt: skip
+    sep = ref.config.text_config.sep_token_id
+    got = our_tokens(cap, images, options)
+    for i, ours in enumerate(got):
+        expected = []
+        for step, scores in enumerate(out.scores):
+            token = int(out.sequences[i, step + 1])
+            expected.append(float(torch.log_softmax(scores[i].float(), -1)[token]))
+            if token == sep:
+                break
+        assert list(ours) == out.sequences[i, 1 : 1 + len(ours)].tolist()
+        assert ours.ended == (len(expected) == len(ours) + 1)
+        np.testing.assert_allclose(ours.logprobs, expected, atol=1e-4, rtol=0)
+    # And through the captioner into the record: the mean and minimum of those values.
+    first = cap.caption(images[:1], options=options)[0]
+    assert first.confidence.mean_logprob == pytest.approx(np.mean(got[0].logprobs), abs=1e-6)
+    assert first.confidence.min_logprob == pytest.approx(min(got[0].logprobs), abs=1e-6)
 
 
 def test_preprocessing_equals_blip_image_processor(models):
@@ -182,8 +219,8 @@ def test_published_shapes(shape):
     ref, proc, cap = _load(shape, seed=3)
     images = photos()[:2]
     for options in (
-        resolve_options(max_new_tokens=8),
-        resolve_options(preset="coco", max_length=10),
+        parity_options(max_new_tokens=8),
+        parity_options(preset="coco", max_length=10),
     ):
         prompt_len = len(cap.tokenizer.prompt_ids(options.prompt))
         with torch.no_grad():

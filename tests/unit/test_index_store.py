@@ -70,7 +70,7 @@ def fill(store):
 def test_migrations_recorded_wal_and_reopen(tmp_path):
     path = tmp_path / "index.db"
     with open_store(path) as s:
-        assert s.schema_version() == 4
+        assert s.schema_version() == 5
         assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert s.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 60000
     with open_store(path) as s:  # reopening applies nothing twice
@@ -82,6 +82,7 @@ def test_migrations_recorded_wal_and_reopen(tmp_path):
             (2, "full_text_search"),
             (3, "change_counter"),
             (4, "ocr_substrings"),
+            (5, "caption_confidence"),
         ]
 
 

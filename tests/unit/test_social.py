@@ -314,7 +314,8 @@ def test_compose_keeps_item_errors():
 
 
 def test_social_options_map_to_sampling():
-    assert SocialOptions().caption_options() == CaptionOptions()
+    # One variant: the default preset as it is (its degeneration guard included).
+    assert SocialOptions().caption_options() == CaptionOptions(guard=True)
     opts = SocialOptions(variants=4, seed=7).caption_options()
     assert (opts.do_sample, opts.num_captions, opts.top_p, opts.seed) == (True, 4, 0.9, 7)
     with pytest.raises(OptionsError, match="variants must be >= 1"):

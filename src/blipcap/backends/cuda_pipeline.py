@@ -280,8 +280,9 @@ class Pipeline:
         backend = _Preencoded(self.fast, embeds)
         placeholder = np.empty((embeds.shape[0], 0), dtype=np.float32)  # generate reads the count
         return generate(
-            backend, placeholder, cap.tokenizer.prompt_ids(opts.prompt), opts, cap.special
-        )
+            backend, placeholder, cap.tokenizer.prompt_ids(opts.prompt), opts, cap.special,
+            check=cap.guard_check(opts),
+        )  # fmt: skip
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -353,19 +354,15 @@ class Pipeline:
         if embeds is not None:
             per_item = iter(self._tokens(items, embeds, ready, opts))
         for it in items:
-            error, captions = it.error, None
+            error, tokens = it.error, None
             if error is None:
                 tokens = next(per_item)
                 if isinstance(tokens, Exception):
                     error = ItemError.from_exception(tokens)
-                else:
-                    captions = [self.captioner.caption_text(t, opts) for t in tokens]
             if error is not None:
                 result = Caption(path=it.label, caption=None, error=error, provenance=provenance)
             else:
-                result = Caption(
-                    path=it.label, caption=captions[0], captions=captions, provenance=provenance
-                )
+                result = self.captioner.decoded_result(it.label, tokens, opts, provenance)
             if bar is not None:
                 bar.update(1)
             yield result
@@ -381,6 +378,10 @@ class _Preencoded:
 
     def start(self, pixel_values, rows_per_image: int, max_len: int):
         return self.fast.start_from_embeds(self.embeds, rows_per_image, max_len)
+
+    def subset(self, images: list[int]) -> _Preencoded:
+        """The same backend over some of the images (the degeneration guard re-decodes those)."""
+        return _Preencoded(self.fast, self.embeds[images])
 
 
 def gpu_resize(torch, image_u8, height: int, width: int):

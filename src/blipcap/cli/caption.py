@@ -86,6 +86,13 @@ model could not be found or loaded.
     help="Ray: cluster address [env RAY_ADDRESS; local].",
 )
 @click.option(
+    "--guard/--no-guard",
+    default=None,
+    help="Decode degenerate captions again (repeated words, 'arafed', 'this image shows ...') "
+    "and mark their records with a 'guard' field [default: on with the default preset, off with "
+    "--preset coco]. See docs/captioning.md.",
+)
+@click.option(
     "--rerank",
     type=click.Choice(["itm"]),
     default=None,
@@ -106,7 +113,7 @@ model could not be found or loaded.
 @cli_errors
 def caption(
     inputs, model, backend, device, dtype, batch_size, fmt, output, no_recursive, progress,
-    engine, actors, ray_address, rerank, rerank_model, **flags,
+    engine, actors, ray_address, rerank, rerank_model, guard, **flags,
 ):  # fmt: skip
     """Caption images: files, folders (recursively), glob patterns, http(s) URLs, or - for stdin.
 
@@ -119,6 +126,7 @@ def caption(
     preset = overrides.pop("preset")
     if rerank is None and _given("rerank_model"):
         raise click.BadParameter("needs --rerank itm", param_hint="--rerank-model")
+    overrides["guard"] = guard  # None: the preset's choice
     if engine == "ray":
         if rerank:
             raise click.BadParameter("is not available with --engine ray", param_hint="--rerank")

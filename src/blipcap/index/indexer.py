@@ -256,6 +256,7 @@ class Indexer:
                     camera=meta.camera,
                     provenance=asdict(result.provenance) if result.provenance is not None else None,
                     thumbnail=media.thumbnail_jpeg(image, self.options.thumbnail_px),
+                    confidence=result.confidence.score if result.confidence else None,
                 )
             )
             self._batch.links.append(item.link)

@@ -114,6 +114,13 @@ SQLITE: list[tuple[int, str, str]] = [
         END;
         """,
     ),
+    (
+        5,
+        "caption_confidence",
+        # The decoder's confidence in the caption (results.Confidence.score, in (0, 1]);
+        # NULL for images indexed before it was recorded, or without a caption.
+        "ALTER TABLE images ADD COLUMN confidence REAL;",
+    ),
 ]
 
 # ------------------------------------------------------------------ PostgreSQL
@@ -169,5 +176,10 @@ POSTGRES: list[tuple[int, str, str]] = [
             jpeg BYTEA NOT NULL
         );
         """,
+    ),
+    (
+        2,
+        "caption_confidence",
+        "ALTER TABLE blipcap_images ADD COLUMN confidence DOUBLE PRECISION;",
     ),
 ]

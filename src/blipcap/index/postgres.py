@@ -131,11 +131,13 @@ class PostgresStore(Store):
                 cur.execute(
                     "INSERT INTO blipcap_images (sha256, width, height, format, bytes, caption, captions, ocr_text, "
                     "ocr_engine, has_text, existing_description, taken_at, date, camera, provenance, "
-                    "embedding_model, embedding) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::vector) "
+                    "embedding_model, embedding, confidence) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::vector,%s) "
                     "ON CONFLICT (sha256) DO UPDATE SET caption = EXCLUDED.caption, captions = EXCLUDED.captions, "
                     "ocr_text = EXCLUDED.ocr_text, ocr_engine = EXCLUDED.ocr_engine, has_text = EXCLUDED.has_text, "
                     "existing_description = EXCLUDED.existing_description, provenance = EXCLUDED.provenance, "
-                    "embedding_model = EXCLUDED.embedding_model, embedding = EXCLUDED.embedding, indexed_at = now() "
+                    "embedding_model = EXCLUDED.embedding_model, embedding = EXCLUDED.embedding, indexed_at = now(), "
+                    "confidence = EXCLUDED.confidence "
                     "RETURNING id",
                     (
                         rec.sha256, rec.width, rec.height, rec.format, rec.bytes, rec.caption,
@@ -144,6 +146,7 @@ class PostgresStore(Store):
                         json.dumps(rec.provenance) if rec.provenance is not None else None,
                         rec.embedding_model,
                         _vector_literal(rec.embedding) if rec.embedding is not None else None,
+                        rec.confidence,
                     ),
                 )  # fmt: skip
                 image_id = cur.fetchone()[0]
@@ -198,7 +201,8 @@ class PostgresStore(Store):
         with self.conn.cursor() as cur:
             cur.execute(
                 "SELECT id, sha256, width, height, format, bytes, caption, captions, ocr_text, ocr_engine, has_text, "
-                "existing_description, taken_at, date, camera, provenance FROM blipcap_images WHERE sha256 = %s",
+                "existing_description, taken_at, date, camera, provenance, confidence "
+                "FROM blipcap_images WHERE sha256 = %s",
                 (sha256,),
             )
             row = cur.fetchone()
@@ -309,7 +313,7 @@ class PostgresStore(Store):
         tsquery = pg_tsquery(query) or ""
         rows = self.conn.execute(
             "SELECT i.sha256, i.caption, i.ocr_text, i.has_text, i.date, i.camera, i.existing_description, "
-            "(i.provenance->>'random_weights')::boolean, "
+            "(i.provenance->>'random_weights')::boolean, i.confidence, "
             "(SELECT array_agg(path ORDER BY path) FROM blipcap_paths p WHERE p.image_id = i.id), "
             "CASE WHEN %s = '' THEN NULL ELSE ts_headline('english', "
             "coalesce(nullif(i.ocr_text, ''), i.caption, ''), to_tsquery('english', %s), "
@@ -328,6 +332,7 @@ class PostgresStore(Store):
             camera,
             desc,
             random_weights,
+            confidence,
             paths,
             headline,
         ) in rows:
@@ -348,6 +353,7 @@ class PostgresStore(Store):
                 "camera": camera,
                 "existing_description": desc,
                 "random_weights": bool(random_weights),
+                "confidence": confidence,
             }
         return out
 

@@ -198,17 +198,19 @@ class SQLiteStore(Store):
             for rec in batch.images:
                 c.execute(
                     "INSERT INTO images (sha256, width, height, format, bytes, caption, captions, ocr_text, "
-                    "ocr_engine, has_text, existing_description, taken_at, date, camera, provenance, indexed_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(sha256) DO UPDATE SET "
+                    "ocr_engine, has_text, existing_description, taken_at, date, camera, provenance, indexed_at, "
+                    "confidence) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(sha256) DO UPDATE SET "
                     "caption = excluded.caption, captions = excluded.captions, ocr_text = excluded.ocr_text, "
                     "ocr_engine = excluded.ocr_engine, has_text = excluded.has_text, "
                     "existing_description = excluded.existing_description, provenance = excluded.provenance, "
-                    "indexed_at = excluded.indexed_at",
+                    "indexed_at = excluded.indexed_at, confidence = excluded.confidence",
                     (
                         rec.sha256, rec.width, rec.height, rec.format, rec.bytes, rec.caption,
                         json.dumps(rec.captions), rec.ocr_text, rec.ocr_engine, int(rec.has_text),
                         rec.existing_description, rec.taken_at, rec.date, rec.camera,
                         json.dumps(rec.provenance) if rec.provenance is not None else None, _now(),
+                        rec.confidence,
                     ),
                 )  # fmt: skip
                 (image_id,) = c.execute(
@@ -475,12 +477,13 @@ class SQLiteStore(Store):
         with self._lock:
             rows = self.conn.execute(
                 "SELECT id, sha256, caption, ocr_text, has_text, date, camera, existing_description, "
-                f"json_extract(provenance, '$.random_weights') FROM images WHERE sha256 IN ({marks})",
+                "json_extract(provenance, '$.random_weights'), confidence "
+                f"FROM images WHERE sha256 IN ({marks})",
                 list(hashes),
             ).fetchall()
             by_id = {}
             folder = filters.folder_range()
-            for image_id, sha, caption, ocr, has_text, date, camera, desc, random_weights in rows:
+            for image_id, sha, caption, ocr, has_text, date, camera, desc, rw, conf in rows:
                 paths = [
                     r[0]
                     for r in self.conn.execute(
@@ -500,7 +503,8 @@ class SQLiteStore(Store):
                     "date": date,
                     "camera": camera,
                     "existing_description": desc,
-                    "random_weights": bool(random_weights),
+                    "random_weights": bool(rw),
+                    "confidence": conf,
                 }
             match = fts_match(query)
             if match is not None and by_id:

@@ -53,6 +53,8 @@ class ImageRecord:
     thumbnail: bytes | None = None
     embedding: np.ndarray | None = None
     embedding_model: str | None = None
+    confidence: float | None = None
+    """The decoder's confidence in ``caption`` (results.Confidence.score), if known."""
 
     @property
     def has_text(self) -> bool:
@@ -126,6 +128,8 @@ class SearchHit:
     existing_description: str | None = None
     random_weights: bool = False
     """The caption came from a random-weight test checkpoint: meaningless, never to be shown as real."""
+    confidence: float | None = None
+    """The decoder's confidence in ``caption`` (see docs/captioning.md); None when not recorded."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +147,7 @@ class SearchHit:
             "semantic_rank": self.semantic_rank,
             "similarity": None if self.similarity is None else round(self.similarity, 4),
             "random_weights": self.random_weights,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
         }
 
 
@@ -265,6 +270,7 @@ class Store(ABC):
                     camera=d["camera"],
                     existing_description=d.get("existing_description"),
                     random_weights=bool(d.get("random_weights")),
+                    confidence=d.get("confidence"),
                     text_rank=text_rank.get(sha),
                     semantic_rank=sem[sha][0] if sha in sem else None,
                     similarity=sem[sha][1] if sha in sem else None,

@@ -46,6 +46,7 @@ class OptionsIn(BaseModel):
     early_stopping: bool | None = None
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
     clean_artifacts: bool | None = None
+    guard: bool | None = None
 
 
 class ImageRef(BaseModel):
@@ -140,6 +141,23 @@ class ItemErrorOut(BaseModel):
     message: str
 
 
+class ConfidenceOut(BaseModel):
+    """The decoder's confidence in one caption (see docs/captioning.md, "Confidence")."""
+
+    score: float
+    mean_logprob: float
+    min_logprob: float
+    tokens: int
+
+
+class GuardOut(BaseModel):
+    """What the degeneration guard found and did (see docs/captioning.md)."""
+
+    detected: list[str]
+    action: str
+    resolved: bool
+
+
 class ProvenanceOut(BaseModel):
     """Where a result came from (see :class:`~blipcap.results.Provenance`)."""
 
@@ -158,6 +176,9 @@ class CaptionRecord(ProvenanceOut):
     path: str | None
     caption: str | None
     captions: list[str] | None = None
+    confidence: ConfidenceOut | None = None
+    confidences: list[ConfidenceOut | None] | None = None
+    guard: GuardOut | None = None
     error: ItemErrorOut | None
     machine_generated: bool | None = None
     random_weights: bool | None = None
