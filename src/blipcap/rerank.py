@@ -245,12 +245,17 @@ def ranked(result: Caption, scores: list[float], reranker: Reranker | None) -> R
     candidates = _candidates(result)
     order = sorted(range(len(candidates)), key=lambda i: -scores[i])
     captions = [candidates[i] for i in order]
+    confidences = list(result.confidences)
+    if len(confidences) == len(candidates):  # each candidate keeps its own confidence
+        confidences = [confidences[i] for i in order]
     return RankedCaption(
         path=result.path,
         caption=captions[0] if captions else result.caption,
         captions=captions if result.captions else [],
         error=result.error,
         provenance=result.provenance,
+        confidences=confidences,
+        guard=result.guard,
         itm_scores=[scores[i] for i in order],
         reranker=reranker,
     )

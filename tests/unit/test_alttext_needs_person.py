@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from blipcap.alttext.report import summary, to_json
 from blipcap.alttext.review import write_review
 from blipcap.alttext.sources import BlipCaptions
 from blipcap.alttext.write import edits_for
-from blipcap.results import Caption
+from blipcap.results import Caption, Confidence
 
 CHART_SIZE = (90, 60)  # the fake OCR reads axis numbers in images of this size
 
@@ -31,12 +32,12 @@ def png(path: Path, size=(48, 48), color=(200, 30, 30)) -> None:
 
 
 def with_confidence(caption: Caption, value) -> Caption:
-    """A Caption carrying ``confidence`` (a field once results.py has it, else an attribute)."""
-    try:
-        return dataclasses.replace(caption, confidence=value)
-    except TypeError:
-        object.__setattr__(caption, "confidence", value)
+    """A Caption whose decoder confidence has ``score`` ``value`` (None: no confidence)."""
+    score = confidence_score(value)
+    if score is None:
         return caption
+    mean = math.log(score)
+    return dataclasses.replace(caption, confidences=[Confidence(mean, mean, 5)])
 
 
 class FakeCaptioner:

@@ -66,7 +66,10 @@ def test_the_indexer_stores_each_captions_confidence(tmp_path):
     class SureCaptioner(t.FakeCaptioner):
         def caption(self, images, batch_size="auto", **kwargs):
             sure = Confidence.from_logprobs([-0.25, -0.75])  # score exp(-0.5)
-            return [replace(c, confidences=[sure]) for c in super().caption(images, batch_size)]
+            return [
+                replace(c, confidences=[sure])
+                for c in super().caption(images, batch_size=batch_size)
+            ]
 
     root = tmp_path / "photos"
     t.make(root / "red.png", (200, 0, 0))

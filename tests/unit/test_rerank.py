@@ -7,7 +7,7 @@ import pytest
 from blipcap.errors import OptionsError
 from blipcap.options import PRESETS
 from blipcap.rerank import Reranker, ranked, rerank, rerank_options
-from blipcap.results import Caption, ItemError, Provenance
+from blipcap.results import Caption, Confidence, ItemError, Provenance
 
 PROVENANCE = Provenance(
     model="m", revision="r", backend="torch", dtype="float32", device="cpu", options={},
@@ -42,15 +42,23 @@ def test_rerank_options_keep_an_explicit_beam_width():
 
 
 def test_ranked_orders_candidates_best_first_and_keeps_ties_in_order():
+    sure = [Confidence(-0.1 * k, -0.2 * k, 4) for k in range(1, 5)]
     result = Caption(
-        path="a.jpg", caption="one", captions=["one", "two", "three", "four"], provenance=PROVENANCE
+        path="a.jpg",
+        caption="one",
+        captions=["one", "two", "three", "four"],
+        provenance=PROVENANCE,
+        confidences=sure,
     )
     out = ranked(result, [0.2, 0.7, 0.2, 0.9], RERANKER)
     assert out.captions == ["four", "two", "one", "three"]
+    assert out.confidences == [sure[3], sure[1], sure[0], sure[2]]  # each stays with its caption
     assert out.caption == "four" and out.itm_score == 0.9
     assert out.itm_scores == [0.9, 0.7, 0.2, 0.2]
     record = out.to_record()
-    assert list(record)[:6] == ["path", "caption", "captions", "itm_score", "itm_scores", "error"]
+    assert list(record)[:8] == [
+        "path", "caption", "captions", "confidence", "confidences", "itm_score", "itm_scores", "error"
+    ]  # fmt: skip
     assert record["captions"] == out.captions and record["itm_scores"] == out.itm_scores
     assert record["model"] == "m"  # provenance unchanged
     assert record["rerank"] == {
