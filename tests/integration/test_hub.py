@@ -40,7 +40,7 @@ def _isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("BLIPCAP_MODEL", raising=False)
     # Messages name `hf` when PATH finds it (see test_download_command_runs_without_hf_on_path).
-    monkeypatch.setattr(hub.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
 
 
 @pytest.fixture
@@ -460,10 +460,10 @@ def test_download_command():
 
 
 def test_download_command_runs_without_hf_on_path(monkeypatch, tmp_path):
-    monkeypatch.setattr(hub.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     python = tmp_path / "venv" / "bin" / "python"
     python.parent.mkdir(parents=True)
-    monkeypatch.setattr(hub.sys, "executable", str(python))
+    monkeypatch.setattr(sys, "executable", str(python))
     # Not on PATH and not beside this Python: through this Python.
     assert hub.download_command("a/b").startswith(
         f"{python} -m huggingface_hub.cli.hf download a/b "
