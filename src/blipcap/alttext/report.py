@@ -288,8 +288,20 @@ dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}dt{font-we
 
 
 def to_html(run: Run, max_chars: int) -> str:
-    e = html.escape
-    s = summary(run)
+    out = _html_head(run, max_chars)
+    out += _html_summary(run)
+    out += _html_findings(run)
+    out += [
+        "</main>",
+        f"<footer><p>Made by blipcap {html.escape(__version__)}. Proposed alt text is machine-generated: "
+        "review it before publishing.</p></footer>",
+        "</body></html>",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _html_head(run: Run, max_chars: int) -> list[str]:
     out = [
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -310,7 +322,13 @@ def to_html(run: Run, max_chars: int) -> str:
             '<p class="warn" role="note"><strong>Test model.</strong> The captions in this report come from a '
             "model with random weights. They are not real descriptions of the images.</p>"
         )
-    out.append("<h2>Summary</h2><dl>")
+    return out
+
+
+def _html_summary(run: Run) -> list[str]:
+    e = html.escape
+    s = summary(run)
+    out = ["<h2>Summary</h2><dl>"]
     for label, key in [
         ("Files", "files"),
         ("Files that could not be read", "files_failed"),
@@ -337,55 +355,56 @@ def to_html(run: Run, max_chars: int) -> str:
         out.append("<h2>Files that could not be read</h2><ul>")
         out.extend(f"<li>{e(p.error or '')}</li>" for p in failed)
         out.append("</ul>")
+    return out
+
+
+def _html_findings(run: Run) -> list[str]:
     rows = [f for f in run.findings if needs_fixing(f) or f.changes or f.notes]
-    out.append("<h2>Findings</h2>")
+    out = ["<h2>Findings</h2>"]
     if not rows:
         out.append("<p>Every text alternative is fine.</p>")
+        return out
+    out.append(
+        "<table><caption>Text alternatives that need attention, in file order</caption>"
+        '<thead><tr><th scope="col">Where</th><th scope="col">Image</th><th scope="col">Purpose</th>'
+        '<th scope="col">Problems</th><th scope="col">Current alt</th><th scope="col">Proposed alt</th>'
+        '<th scope="col">Why</th></tr></thead><tbody>'
+    )
+    out.extend(_html_row(f) for f in rows)
+    out.append("</tbody></table>")
+    return out
+
+
+def _html_row(f: Finding) -> str:
+    e = html.escape
+    el = f.element
+    problems = "".join(
+        f'<li><a href="{e(RULES[p.rule][2])}">{e(RULES[p.rule][0])}</a>: {e(p.message)}</li>'
+        for p in f.problems
+    )
+    current = (
+        "<em>none</em>"
+        if el.alt is None
+        else (f"<q>{e(el.alt)}</q>" if el.alt else "<em>empty</em>")
+    )
+    if f.proposed is None:
+        proposed = '<span class="manual">needs a person</span>'
+    elif f.proposed == "":
+        proposed = "<em>empty (decorative)</em>"
     else:
-        out.append(
-            "<table><caption>Text alternatives that need attention, in file order</caption>"
-            '<thead><tr><th scope="col">Where</th><th scope="col">Image</th><th scope="col">Purpose</th>'
-            '<th scope="col">Problems</th><th scope="col">Current alt</th><th scope="col">Proposed alt</th>'
-            '<th scope="col">Why</th></tr></thead><tbody>'
-        )
-        for f in rows:
-            el = f.element
-            problems = "".join(
-                f'<li><a href="{e(RULES[p.rule][2])}">{e(RULES[p.rule][0])}</a>: {e(p.message)}</li>'
-                for p in f.problems
-            )
-            current = (
-                "<em>none</em>"
-                if el.alt is None
-                else (f"<q>{e(el.alt)}</q>" if el.alt else "<em>empty</em>")
-            )
-            if f.proposed is None:
-                proposed = '<span class="manual">needs a person</span>'
-            elif f.proposed == "":
-                proposed = "<em>empty (decorative)</em>"
-            else:
-                proposed = f"<q>{e(f.proposed)}</q>"
-            if f.proposed is not None and needs_person(f):
-                proposed += '<br><span class="manual">draft: needs a person</span>'
-            why = e(f.reason) + "".join(f"<br>{e(n)}" for n in f.notes)
-            if f.doubts and needs_person(f):
-                why += "".join(f"<br>Needs a person: {e(d.message)}" for d in f.doubts)
-            if f.image is not None and f.image.error:
-                why += f"<br>Image: {e(f.image.error)}"
-            out.append(
-                f'<tr><th scope="row"><code>{e(_rel(el.file))}:{el.line}:{el.column}</code></th>'
-                f"<td><code>{e(el.src or el.kind)}</code></td><td>{e(f.purpose)}</td><td><ul>{problems}</ul></td>"
-                f"<td>{current}</td><td>{proposed}</td><td>{why}</td></tr>"
-            )
-        out.append("</tbody></table>")
-    out += [
-        "</main>",
-        f"<footer><p>Made by blipcap {e(__version__)}. Proposed alt text is machine-generated: "
-        "review it before publishing.</p></footer>",
-        "</body></html>",
-        "",
-    ]
-    return "\n".join(out)
+        proposed = f"<q>{e(f.proposed)}</q>"
+    if f.proposed is not None and needs_person(f):
+        proposed += '<br><span class="manual">draft: needs a person</span>'
+    why = e(f.reason) + "".join(f"<br>{e(n)}" for n in f.notes)
+    if f.doubts and needs_person(f):
+        why += "".join(f"<br>Needs a person: {e(d.message)}" for d in f.doubts)
+    if f.image is not None and f.image.error:
+        why += f"<br>Image: {e(f.image.error)}"
+    return (
+        f'<tr><th scope="row"><code>{e(_rel(el.file))}:{el.line}:{el.column}</code></th>'
+        f"<td><code>{e(el.src or el.kind)}</code></td><td>{e(f.purpose)}</td><td><ul>{problems}</ul></td>"
+        f"<td>{current}</td><td>{proposed}</td><td>{why}</td></tr>"
+    )
 
 
 def write_report(path: Path, run: Run, max_chars: int) -> None:

@@ -35,46 +35,63 @@ def _blank(text: str, start: int, end: int) -> str:
 def mask_code(text: str) -> str:
     """``text`` with code blocks, code spans, comments and front matter blanked out."""
     out = list(text)
+    _mask_blocks(text, out)
+    _mask_comments(out)
+    _mask_code_spans(out)
+    return "".join(out)
 
-    def blank(start: int, end: int) -> None:
-        for i in range(start, end):
-            if out[i] != "\n":
-                out[i] = " "
 
+def _blank_out(out: list[str], start: int, end: int) -> None:
+    for i in range(start, end):
+        if out[i] != "\n":
+            out[i] = " "
+
+
+def _front_matter_lines(lines: list[str]) -> int:
+    """How many lines a YAML block fenced by --- at the very top takes (0 when none)."""
+    if lines and lines[0].rstrip("\r\n") == "---":
+        for j in range(1, len(lines)):
+            if lines[j].rstrip("\r\n") in ("---", "..."):
+                return j + 1
+    return 0
+
+
+def _fence_close(lines: list[str], i: int, marker: str) -> int:
+    """Index of the line closing the fence opened by ``marker`` on line ``i`` (len(lines) if none)."""
+    j = i + 1
+    while j < len(lines):
+        close = _FENCE.match(lines[j])
+        if (
+            close
+            and close.group(2)[0] == marker[0]
+            and len(close.group(2)) >= len(marker)
+            and not lines[j].strip().strip(marker[0])
+        ):
+            break
+        j += 1
+    return j
+
+
+def _mask_blocks(text: str, out: list[str]) -> None:
+    """Blank front matter, fenced code blocks and indented code blocks."""
     lines = text.splitlines(keepends=True)
     offsets = []
     pos = 0
     for line in lines:
         offsets.append(pos)
         pos += len(line)
-    # Front matter: a YAML block fenced by --- at the very top.
-    i = 0
-    if lines and lines[0].rstrip("\r\n") == "---":
-        for j in range(1, len(lines)):
-            if lines[j].rstrip("\r\n") in ("---", "..."):
-                blank(0, offsets[j] + len(lines[j]))
-                i = j + 1
-                break
+    i = _front_matter_lines(lines)
+    if i:
+        _blank_out(out, 0, offsets[i - 1] + len(lines[i - 1]))
     previous_blank = True
     in_list = False
     while i < len(lines):
         line = lines[i]
         fence = _FENCE.match(line)
         if fence:
-            marker = fence.group(2)
-            j = i + 1
-            while j < len(lines):
-                close = _FENCE.match(lines[j])
-                if (
-                    close
-                    and close.group(2)[0] == marker[0]
-                    and len(close.group(2)) >= len(marker)
-                    and not lines[j].strip().strip(marker[0])
-                ):
-                    break
-                j += 1
+            j = _fence_close(lines, i, fence.group(2))
             end = offsets[j] + len(lines[j]) if j < len(lines) else len(text)
-            blank(offsets[i], end)
+            _blank_out(out, offsets[i], end)
             i = j + 1
             previous_blank = True
             continue
@@ -90,18 +107,22 @@ def mask_code(text: str) -> str:
             j = i
             while j < len(lines) and (lines[j].startswith(("    ", "\t")) or not lines[j].strip()):
                 j += 1
-            blank(offsets[i], offsets[j - 1] + len(lines[j - 1]))
+            _blank_out(out, offsets[i], offsets[j - 1] + len(lines[j - 1]))
             i = j
             previous_blank = True
             continue
         previous_blank = not stripped
         i += 1
+
+
+def _mask_comments(out: list[str]) -> None:
+    for m in re.finditer(r"<!--.*?-->", "".join(out), re.DOTALL):
+        _blank_out(out, m.start(), m.end())
+
+
+def _mask_code_spans(out: list[str]) -> None:
+    """Code spans: a run of n backticks up to the next run of exactly n."""
     masked = "".join(out)
-    # HTML comments.
-    for m in re.finditer(r"<!--.*?-->", masked, re.DOTALL):
-        blank(m.start(), m.end())
-    masked = "".join(out)
-    # Code spans: a run of n backticks up to the next run of exactly n.
     k = 0
     while True:
         m = re.compile(r"(?<![`\\])(`+)(?!`)").search(masked, k)
@@ -112,10 +133,9 @@ def mask_code(text: str) -> str:
         if not close:
             k = m.end()
             continue
-        blank(m.start(), close.end())
+        _blank_out(out, m.start(), close.end())
         masked = "".join(out)
         k = close.end()
-    return "".join(out)
 
 
 def _match_bracket(text: str, open_at: int) -> int | None:
@@ -275,14 +295,33 @@ def _plain(s: str) -> str:
     return alt_plain_text(s)
 
 
+_Image = tuple[int, int, int, str, str | None, str]  # start, alt_start, alt_end, src, title, form
+
+
 def scan_markdown(text: str, file: Path) -> list[Element]:
     """Every image of a Markdown document (including raw HTML ones), in document order."""
     masked = mask_code(text)
     starts = line_starts(text)
-    refs = reference_definitions(masked)
-    images: list[
-        tuple[int, int, int, str, str | None, str]
-    ] = []  # start, alt_start, alt_end, src, title, form
+    images, links = _images_and_links(masked, reference_definitions(masked))
+    found = [_md_element(text, masked, file, starts, image, links) for image in images]
+    if "<" in masked:
+        found.extend(e for e in scan_html(masked, file) if e.kind != "md-image")
+        for e in found:
+            if e.kind != "md-image":
+                # Snippets come from the masked text; positions are the same in the original.
+                e.snippet = (
+                    text[e.offset : e.offset + len(e.snippet)]
+                    if not e.snippet.endswith("…")
+                    else e.snippet
+                )
+    found.sort(key=lambda e: e.offset)
+    return found
+
+
+def _images_and_links(
+    masked: str, refs: dict[str, tuple[str, str | None]]
+) -> tuple[list[_Image], list[_Link]]:
+    images: list[_Image] = []
     links: list[_Link] = []
     i = 0
     while True:
@@ -297,26 +336,7 @@ def scan_markdown(text: str, file: Path) -> list[Element]:
             i += 1
             continue
         is_image = i > 0 and masked[i - 1] == "!" and not (i > 1 and masked[i - 2] == "\\")
-        target = None
-        end = close + 1
-        if close + 1 < len(masked) and masked[close + 1] == "(":
-            parsed = _inline_target(masked, close + 1)
-            if parsed:
-                target = (parsed[0], parsed[1], "inline")
-                end = parsed[2]
-        if target is None:
-            label = masked[i + 1 : close]
-            form = "shortcut"
-            m = re.compile(r"\[((?:[^\]\\]|\\.)*)\]").match(masked, close + 1)
-            if m:
-                form = "full" if m.group(1).strip() else "collapsed"
-                label = m.group(1) if m.group(1).strip() else label
-                end = m.end()
-            ref = refs.get(normalize_label(label))
-            if ref is not None:
-                target = (ref[0], ref[1], form)
-            else:
-                end = close + 1
+        target, end = _bracket_target(masked, i, close, refs)
         if target is None:
             i += 1
             continue
@@ -326,67 +346,83 @@ def scan_markdown(text: str, file: Path) -> list[Element]:
             links.append(_Link(i, close, end, target[0], target[1]))
         # Keep scanning inside the link text: it may hold an image.
         i += 1
-    found: list[Element] = []
-    for start, alt_start, alt_end, src, title, form in images:
-        line, col = _line_col(starts, start)
-        ctx = Context()
-        link = next((lk for lk in links if lk.start < start and alt_end < lk.text_end), None)
-        if link is not None:
-            ctx.control = "a"
-            ctx.link_href = link.href
-            ctx.link_title = link.title
-            ctx.control_text = _plain(
-                masked[link.start + 1 : start]
-                + " "
-                + masked[_image_end(masked, alt_end) : link.text_end]
-            )
-        p_start, p_end = _paragraph(masked, start)
-        pivot_start = link.start if link is not None else start
-        pivot_end = link.end if link is not None else _image_end(masked, alt_end)
-        ctx.text_before = _plain(masked[p_start:pivot_start])[-300:]
-        ctx.text_after = _plain(masked[pivot_end:p_end])[:300]
-        if not ctx.text_before and not ctx.text_after:
-            # A standalone image followed by an all-emphasis paragraph: the usual Markdown caption.
-            ns = p_end
-            while ns < len(masked) and masked[ns] in "\r\n \t":
-                ns += 1
-            _, ne = _paragraph(masked, ns) if ns < len(masked) else (0, ns)
-            nxt = masked[ns:ne].strip()
-            if re.fullmatch(r"(\*{1,2}|_{1,2})[^\n]+?\1", nxt):
-                ctx.figcaption = _plain(nxt)
-        raw_alt = text[alt_start:alt_end]
-        snippet = text[start : _image_end(masked, alt_end)]
-        if len(snippet) > 200:
-            snippet = snippet[:199] + "…"
-        found.append(
-            Element(
-                file=file,
-                kind="md-image",
-                line=line,
-                column=col,
-                offset=start,
-                snippet=snippet,
-                alt=alt_plain_text(raw_alt),
-                span=Span("value", alt_start, alt_end, quote="", attr="markdown"),
-                src=src or None,
-                sources=[src] if src else [],
-                attrs={"src": src, "title": title, "form": form},
-                context=ctx,
-                name_from="markdown",
-            )
+    return images, links
+
+
+def _bracket_target(
+    masked: str, i: int, close: int, refs: dict[str, tuple[str, str | None]]
+) -> tuple[tuple[str, str | None, str] | None, int]:
+    """What the brackets at ``i``..``close`` point to, (src, title, form), and where they end."""
+    if close + 1 < len(masked) and masked[close + 1] == "(":
+        parsed = _inline_target(masked, close + 1)
+        if parsed:
+            return (parsed[0], parsed[1], "inline"), parsed[2]
+    label = masked[i + 1 : close]
+    form = "shortcut"
+    end = close + 1
+    m = re.compile(r"\[((?:[^\]\\]|\\.)*)\]").match(masked, close + 1)
+    if m:
+        form = "full" if m.group(1).strip() else "collapsed"
+        label = m.group(1) if m.group(1).strip() else label
+        end = m.end()
+    ref = refs.get(normalize_label(label))
+    if ref is None:
+        return None, close + 1
+    return (ref[0], ref[1], form), end
+
+
+def _md_element(
+    text: str, masked: str, file: Path, starts: list[int], image: _Image, links: list[_Link]
+) -> Element:
+    start, alt_start, alt_end, src, title, form = image
+    line, col = _line_col(starts, start)
+    snippet = text[start : _image_end(masked, alt_end)]
+    if len(snippet) > 200:
+        snippet = snippet[:199] + "…"
+    return Element(
+        file=file,
+        kind="md-image",
+        line=line,
+        column=col,
+        offset=start,
+        snippet=snippet,
+        alt=alt_plain_text(text[alt_start:alt_end]),
+        span=Span("value", alt_start, alt_end, quote="", attr="markdown"),
+        src=src or None,
+        sources=[src] if src else [],
+        attrs={"src": src, "title": title, "form": form},
+        context=_md_context(masked, start, alt_end, links),
+        name_from="markdown",
+    )
+
+
+def _md_context(masked: str, start: int, alt_end: int, links: list[_Link]) -> Context:
+    ctx = Context()
+    link = next((lk for lk in links if lk.start < start and alt_end < lk.text_end), None)
+    if link is not None:
+        ctx.control = "a"
+        ctx.link_href = link.href
+        ctx.link_title = link.title
+        ctx.control_text = _plain(
+            masked[link.start + 1 : start]
+            + " "
+            + masked[_image_end(masked, alt_end) : link.text_end]
         )
-    if "<" in masked:
-        found.extend(e for e in scan_html(masked, file) if e.kind != "md-image")
-        for e in found:
-            if e.kind != "md-image":
-                # Snippets come from the masked text; positions are the same in the original.
-                e.snippet = (
-                    text[e.offset : e.offset + len(e.snippet)]
-                    if not e.snippet.endswith("…")
-                    else e.snippet
-                )
-    found.sort(key=lambda e: e.offset)
-    return found
+    p_start, p_end = _paragraph(masked, start)
+    pivot_start = link.start if link is not None else start
+    pivot_end = link.end if link is not None else _image_end(masked, alt_end)
+    ctx.text_before = _plain(masked[p_start:pivot_start])[-300:]
+    ctx.text_after = _plain(masked[pivot_end:p_end])[:300]
+    if not ctx.text_before and not ctx.text_after:
+        # A standalone image followed by an all-emphasis paragraph: the usual Markdown caption.
+        ns = p_end
+        while ns < len(masked) and masked[ns] in "\r\n \t":
+            ns += 1
+        _, ne = _paragraph(masked, ns) if ns < len(masked) else (0, ns)
+        nxt = masked[ns:ne].strip()
+        if re.fullmatch(r"(\*{1,2}|_{1,2})[^\n]+?\1", nxt):
+            ctx.figcaption = _plain(nxt)
+    return ctx
 
 
 def _image_end(masked: str, alt_end: int) -> int:
