@@ -26,7 +26,7 @@ INFO_URI = "https://www.w3.org/WAI/tutorials/images/"
 WCAG = {"criterion": "1.1.1", "name": "Non-text Content", "level": "A", "url": UNDERSTANDING}
 
 
-def _rel(path: Path) -> str:
+def rel_path(path: Path) -> str:
     """``path`` relative to the working folder, escaped as caption output escapes names."""
     try:
         return escape_name(Path(os.path.relpath(path)).as_posix())
@@ -38,7 +38,7 @@ def _finding_dict(f: Finding) -> dict:
     e = f.element
     image = f.image
     return {
-        "file": _rel(e.file),
+        "file": rel_path(e.file),
         "line": e.line,
         "column": e.column,
         "element": e.kind,
@@ -113,7 +113,7 @@ def to_json(run: Run, max_chars: int) -> dict:
         "summary": summary(run),
         "files": [
             {
-                "path": _rel(p.path),
+                "path": rel_path(p.path),
                 "encoding": p.decoded.encoding if p.decoded else None,
                 "error": p.error,
                 "elements": len(p.findings),
@@ -170,7 +170,9 @@ def to_sarif(run: Run) -> dict:
                 "level": "warning",
                 "kind": "fail",
                 "message": {"text": page.error},
-                "locations": [{"physicalLocation": {"artifactLocation": {"uri": _rel(page.path)}}}],
+                "locations": [
+                    {"physicalLocation": {"artifactLocation": {"uri": rel_path(page.path)}}}
+                ],
             }
         )
     return {
@@ -222,7 +224,7 @@ def _sarif_result(f: Finding, p, rule_ids: list[str], page, starts_cache) -> dic
         "locations": [
             {
                 "physicalLocation": {
-                    "artifactLocation": {"uri": _rel(e.file)},
+                    "artifactLocation": {"uri": rel_path(e.file)},
                     "region": {
                         "startLine": e.line,
                         "startColumn": e.column,
@@ -255,7 +257,7 @@ def _sarif_result(f: Finding, p, rule_ids: list[str], page, starts_cache) -> dic
                 },
                 "artifactChanges": [
                     {
-                        "artifactLocation": {"uri": _rel(e.file)},
+                        "artifactLocation": {"uri": rel_path(e.file)},
                         "replacements": [
                             {
                                 "deletedRegion": region,
@@ -401,7 +403,7 @@ def _html_row(f: Finding) -> str:
     if f.image is not None and f.image.error:
         why += f"<br>Image: {e(f.image.error)}"
     return (
-        f'<tr><th scope="row"><code>{e(_rel(el.file))}:{el.line}:{el.column}</code></th>'
+        f'<tr><th scope="row"><code>{e(rel_path(el.file))}:{el.line}:{el.column}</code></th>'
         f"<td><code>{e(el.src or el.kind)}</code></td><td>{e(f.purpose)}</td><td><ul>{problems}</ul></td>"
         f"<td>{current}</td><td>{proposed}</td><td>{why}</td></tr>"
     )

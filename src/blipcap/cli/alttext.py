@@ -148,23 +148,9 @@ def alt_text(
     BLIP captions, OCR and the page itself. Only alt values change: encoding,
     line endings, quoting and attribute order stay as they were.
     """
-    from ..alttext.engine import AltTextOptions, run_alt_text
+    from ..alttext.engine import AltTextOptions
 
-    if check and (write or review or apply_file):
-        raise click.UsageError("--check only reports; drop --write, --review or --apply")
-    if apply_file and (write or review or paths):
-        raise click.UsageError(
-            "--apply takes the files from the review file: drop PATH, --write and --review"
-        )
-    if backup and not (write or apply_file):
-        raise click.UsageError("--backup goes with --write or --apply")
-    if accept_unreviewed and (check or review or apply_file):
-        raise click.UsageError(
-            "--accept-unreviewed goes with --write or the diff; a review file is reviewed by "
-            "setting its apply column"
-        )
-    if not paths and not apply_file:
-        raise click.UsageError("give at least one PATH (an HTML or Markdown file, or a directory)")
+    _check_usage(paths, check, write, review, apply_file, backup, accept_unreviewed)
     progress = show_progress() if progress is None else progress
 
     from ..alttext.approved import ApprovedAlts, default_approved_path
@@ -181,37 +167,15 @@ def alt_text(
         min_confidence=min_confidence,
     )
     if check:
+        from ..alttext.engine import run_alt_text
+
         run = run_alt_text(list(paths), options, progress=progress)
     else:
-        from ..alttext.cache import CaptionCache, default_cache_path
-        from ..alttext.sources import BlipCaptions, OcrReader
-
-        cache = CaptionCache(None if no_cache else (cache_path or default_cache_path()))
-        captions = BlipCaptions(model, backend, device, dtype)
-        with cache:
-            run = run_alt_text(
-                list(paths),
-                options,
-                captions=captions,
-                ocr=None if no_ocr else OcrReader(),
-                cache=cache,
-                progress=progress,
-                approved=approved if approved is not None and len(approved) else None,
-            )
-        if run.random_weights:
-            warn(
-                "the model has random weights (a test checkpoint): its captions are NOT real "
-                "descriptions; never publish them"
-            )
-    for note in run.notes:
-        warn(note)
-    for page in run.failed_pages:
-        warn(page.error or f"{page.path}: failed")
-    from ..alttext.report import summary, write_report
-
-    for path in reports:
-        write_report(path, run, max_chars)
-    s = summary(run)
+        model_args = (model, backend, device, dtype)
+        run = _caption_run(
+            paths, options, no_cache, cache_path, no_ocr, model_args, approved, progress
+        )
+    s = _report(run, reports, max_chars)
     if check:
         _print_findings(run)
         warn(
@@ -222,43 +186,120 @@ def alt_text(
         sys.exit(1 if s["to_fix"] or s["files_failed"] else 0)
     failed = bool(run.failed_pages)
     if review:
-        from ..alttext.review import write_review
-
-        n = write_review(review, run.pages)
-        warn(
-            f"wrote {n} proposed changes to {review}; edit it, then run: blipcap alt-text --apply {review}"
-        )
+        _write_review(run, review)
     elif write:
-        from ..alttext.write import edits_for, write_page
-
-        written = files = 0
-        for page in run.pages:
-            if page.decoded is None:
-                continue
-            edits = edits_for(page.findings, unreviewed=accept_unreviewed)
-            result = write_page(page.path, page.decoded, edits, backup=backup)
-            if result.error:
-                warn(result.error)
-                failed = True
-            elif result.edits:
-                written += result.edits
-                files += 1
-        warn(f"wrote {written} alt text changes in {files} files")
+        failed = _write_pages(run, accept_unreviewed, backup) or failed
     else:
-        from ..alttext.write import apply_edits, edits_for, unified_diff
-
-        for page in run.pages:
-            edits = (
-                edits_for(page.findings, unreviewed=accept_unreviewed)
-                if page.decoded is not None
-                else []
-            )
-            if edits:
-                click.echo(
-                    unified_diff(page.path, page.decoded, apply_edits(page.decoded, edits)),
-                    nl=False,
-                )
+        _print_diffs(run, accept_unreviewed)
     _warn_manual(run, "review" if review else ("write" if accept_unreviewed else "hold"))
+    _warn_summary(s, review, accept_unreviewed)
+    sys.exit(1 if failed else 0)
+
+
+def _report(run, reports, max_chars: int) -> dict:
+    """Warn about notes and unreadable files, write the --report files; the run's summary."""
+    from ..alttext.report import summary, write_report
+
+    for note in run.notes:
+        warn(note)
+    for page in run.failed_pages:
+        warn(page.error or f"{page.path}: failed")
+    for path in reports:
+        write_report(path, run, max_chars)
+    return summary(run)
+
+
+def _check_usage(paths, check, write, review, apply_file, backup, accept_unreviewed) -> None:
+    if check and (write or review or apply_file):
+        raise click.UsageError("--check only reports; drop --write, --review or --apply")
+    if apply_file and (write or review or paths):
+        raise click.UsageError(
+            "--apply takes the files from the review file: drop PATH, --write and --review"
+        )
+    if backup and not (write or apply_file):
+        raise click.UsageError("--backup goes with --write or --apply")
+    if accept_unreviewed and (check or review or apply_file):
+        raise click.UsageError(
+            "--accept-unreviewed goes with --write or the diff; a review file is reviewed by "
+            "setting its apply column"
+        )
+    if not paths and not apply_file:
+        raise click.UsageError("give at least one PATH (an HTML or Markdown file, or a directory)")
+
+
+def _caption_run(paths, options, no_cache, cache_path, no_ocr, model_args, approved, progress):
+    """Run the engine with captions (and OCR unless ``no_ocr``)."""
+    from ..alttext.cache import CaptionCache, default_cache_path
+    from ..alttext.engine import run_alt_text
+    from ..alttext.sources import BlipCaptions, OcrReader
+
+    cache = CaptionCache(None if no_cache else (cache_path or default_cache_path()))
+    captions = BlipCaptions(*model_args)
+    with cache:
+        run = run_alt_text(
+            list(paths),
+            options,
+            captions=captions,
+            ocr=None if no_ocr else OcrReader(),
+            cache=cache,
+            progress=progress,
+            approved=approved if approved is not None and len(approved) else None,
+        )
+    if run.random_weights:
+        warn(
+            "the model has random weights (a test checkpoint): its captions are NOT real "
+            "descriptions; never publish them"
+        )
+    return run
+
+
+def _write_review(run, review: Path) -> None:
+    from ..alttext.review import write_review
+
+    n = write_review(review, run.pages)
+    warn(
+        f"wrote {n} proposed changes to {review}; edit it, then run: blipcap alt-text --apply {review}"
+    )
+
+
+def _write_pages(run, accept_unreviewed: bool, backup: bool) -> bool:
+    """Write every page's edits; True when a page could not be written."""
+    from ..alttext.write import edits_for, write_page
+
+    failed = False
+    written = files = 0
+    for page in run.pages:
+        if page.decoded is None:
+            continue
+        edits = edits_for(page.findings, unreviewed=accept_unreviewed)
+        result = write_page(page.path, page.decoded, edits, backup=backup)
+        if result.error:
+            warn(result.error)
+            failed = True
+        elif result.edits:
+            written += result.edits
+            files += 1
+    warn(f"wrote {written} alt text changes in {files} files")
+    return failed
+
+
+def _print_diffs(run, accept_unreviewed: bool) -> None:
+    from ..alttext.write import apply_edits, edits_for, unified_diff
+
+    for page in run.pages:
+        edits = (
+            edits_for(page.findings, unreviewed=accept_unreviewed)
+            if page.decoded is not None
+            else []
+        )
+        if edits:
+            click.echo(
+                unified_diff(page.path, page.decoded, apply_edits(page.decoded, edits)),
+                nl=False,
+            )
+
+
+def _warn_summary(s: dict, review, accept_unreviewed: bool) -> None:
     drafts = s["drafts"]
     fate = {True: "with a draft in the review file", False: "drafts"}[bool(review)]
     if not review:
@@ -270,22 +311,21 @@ def alt_text(
         f"ready, {s['manual']} need a person{held}; {s['captioned']} images captioned, "
         f"{s['caption_cache_hits']} from cache{reused}"
     )
-    sys.exit(1 if failed else 0)
 
 
 def _print_findings(run) -> None:
-    from ..alttext.report import _rel
+    from ..alttext.report import rel_path
 
     for f in run.findings:
         e = f.element
         for p in f.problems:
-            click.echo(f"{_rel(e.file)}:{e.line}:{e.column}: {p.rule}: {p.message}")
+            click.echo(f"{rel_path(e.file)}:{e.line}:{e.column}: {p.rule}: {p.message}")
 
 
 def _warn_manual(run, mode: str) -> None:
     """One line per item that needs a person; ``mode``: "review", "write" (accepted) or "hold"."""
     from ..alttext.engine import person_reason
-    from ..alttext.report import _rel
+    from ..alttext.report import rel_path
 
     for f in run.for_a_person:
         e = f.element
@@ -295,7 +335,7 @@ def _warn_manual(run, mode: str) -> None:
             why = f"draft used unreviewed (--accept-unreviewed): {person_reason(f)}"
         else:
             why = f"needs a person, draft held back: {person_reason(f)}"
-        warn(f"{_rel(e.file)}:{e.line}:{e.column}: {why}")
+        warn(f"{rel_path(e.file)}:{e.line}:{e.column}: {why}")
 
 
 def _apply(apply_file: Path, max_chars: int, backup: bool, approved) -> None:
