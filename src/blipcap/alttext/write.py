@@ -13,11 +13,11 @@ import codecs
 import difflib
 import os
 import stat
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import replace_file
 from .encoding import Decoded
 from .model import Span
 from .scan_markdown import escape_alt
@@ -117,41 +117,20 @@ def atomic_write(path: Path, data: bytes, *, backup: bool = False) -> None:
 
 
 def _write_replace(target: Path, data: bytes, st: os.stat_result) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".blipcap.tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, stat.S_IMODE(st.st_mode))
-        try:
-            os.chown(tmp, st.st_uid, st.st_gid)
-        except (PermissionError, AttributeError):
-            pass  # not ours to give away: the file keeps our ownership
-        pause = os.environ.get(PAUSE_ENV)
-        if pause:
-            time.sleep(float(pause))
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(target.parent)
+    replace_file(
+        target,
+        data,
+        mode=stat.S_IMODE(st.st_mode),
+        owner=(st.st_uid, st.st_gid),
+        suffix=".blipcap.tmp",
+        before_replace=_test_pause,
+    )
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # e.g. Windows: directories cannot be opened
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def _test_pause() -> None:
+    pause = os.environ.get(PAUSE_ENV)
+    if pause:
+        time.sleep(float(pause))
 
 
 def edits_for(findings, *, unreviewed: bool = True) -> list[Edit]:
