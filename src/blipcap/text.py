@@ -70,7 +70,7 @@ def _looks_plural(word: str) -> bool:
 
 
 # Lead-ins that a screen reader makes redundant, and BLIP's "there is a ...".
-_LEAD_IN = re.compile(
+LEAD_IN = re.compile(
     r"^\s*(?:(?:this|the|an?)\s+)?(?:close[- ]up\s+)?"
     r"(?:image|picture|photo|photograph|pic|graphic|illustration|screenshot|snapshot|drawing|"
     r"rendering|painting)s?\s+(?:of|showing|shows|depicting|depicts|with)\s+",
@@ -92,7 +92,7 @@ def strip_lead_in(text: str) -> str:
     previous = None
     while previous != text:
         previous = text
-        text = _LEAD_IN.sub("", text, count=1)
+        text = LEAD_IN.sub("", text, count=1)
         text = _THERE_IS.sub("", text, count=1)
     return text
 

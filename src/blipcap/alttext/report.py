@@ -18,7 +18,7 @@ from .encoding import line_starts
 from .engine import Run, needs_fixing, needs_person, person_reason
 from .model import Finding
 from .rules import RULES, UNDERSTANDING
-from .scan_html import _line_col
+from .scan_html import line_col
 from .write import render
 
 TOOL = "blipcap alt-text"
@@ -238,10 +238,10 @@ def _sarif_result(f: Finding, p, rule_ids: list[str], page, starts_cache) -> dic
     }
     if f.changes and page.decoded is not None:
         starts = starts_cache.setdefault(page.path, line_starts(page.decoded.text))
-        s_line, s_col = _line_col(starts, e.span.start)
+        s_line, s_col = line_col(starts, e.span.start)
         region = {"startLine": s_line, "startColumn": s_col}
         if e.span.mode == "value" and e.span.end > e.span.start:
-            region["endLine"], region["endColumn"] = _line_col(starts, e.span.end)
+            region["endLine"], region["endColumn"] = line_col(starts, e.span.end)
         else:
             region["endLine"], region["endColumn"] = s_line, s_col
         from .write import Edit

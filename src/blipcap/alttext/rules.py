@@ -12,7 +12,7 @@ import re
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-from ..text import _LEAD_IN
+from ..text import LEAD_IN
 from .model import Element, Problem
 
 UNDERSTANDING = "https://www.w3.org/WAI/WCAG22/Understanding/non-text-content.html"
@@ -199,7 +199,7 @@ def alt_problems(element: Element, max_chars: int) -> list[Problem]:
             )
         ]
     problems = []
-    if _LEAD_IN.match(stripped):
+    if LEAD_IN.match(stripped):
         problems.append(
             Problem("alt-redundant-prefix", f"{label} {quoted} starts with a redundant lead-in")
         )

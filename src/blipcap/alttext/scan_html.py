@@ -412,7 +412,7 @@ def _context(node: Node, ids: dict[str, Node]) -> Context:
     return ctx
 
 
-def _line_col(starts: list[int], offset: int) -> tuple[int, int]:
+def line_col(starts: list[int], offset: int) -> tuple[int, int]:
     import bisect
 
     line = bisect.bisect_right(starts, offset)
@@ -441,7 +441,7 @@ def scan_html(text: str, file: Path, *, root: Node | None = None) -> list[Elemen
             kind = "svg-img" if node.tag == "svg" else "role-img"
         if kind is None:
             continue
-        line, col = _line_col(starts, node.offset)
+        line, col = line_col(starts, node.offset)
         label = (a.get("aria-label") or "").strip()
         labelledby = _labelledby(node, ids)
         if kind in ("role-img", "svg-img"):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .encoding import line_starts
 from .model import Context, Element, Span
-from .scan_html import _line_col, scan_html
+from .scan_html import line_col, scan_html
 
 _FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})")
 _REF_DEF = re.compile(
@@ -375,7 +375,7 @@ def _md_element(
     text: str, masked: str, file: Path, starts: list[int], image: _Image, links: list[_Link]
 ) -> Element:
     start, alt_start, alt_end, src, title, form = image
-    line, col = _line_col(starts, start)
+    line, col = line_col(starts, start)
     snippet = text[start : _image_end(masked, alt_end)]
     if len(snippet) > 200:
         snippet = snippet[:199] + "…"

@@ -51,7 +51,7 @@ class ExportReport:
     def summary(self) -> str:
         lines = [f"exported to {self.out} ({self.quantization or 'float32'})"]
         for name, size in sorted(self.files.items()):
-            lines.append(f"  {name:28s} {_human(size):>10s}")
+            lines.append(f"  {name:28s} {human_size(size):>10s}")
         v = self.verification
         for check in v.get("decoding", []):
             o = check["options"]
@@ -70,7 +70,7 @@ class ExportReport:
         return "\n".join(lines)
 
 
-def _human(size: float) -> str:
+def human_size(size: float) -> str:
     if size < 1024:
         return f"{size:.0f} B"
     if size < 2**20:
@@ -78,7 +78,7 @@ def _human(size: float) -> str:
     return f"{size / 2**20:.1f} MiB"
 
 
-def _log(message: str, quiet: bool) -> None:
+def log_step(message: str, quiet: bool) -> None:
     if not quiet:
         print(message, file=sys.stderr, flush=True)
 
@@ -115,7 +115,7 @@ def export_onnx(
     config = BlipConfig.from_dict(files.config or {})
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    _log(f"loading {files.model_id} ...", quiet)
+    log_step(f"loading {files.model_id} ...", quiet)
     lean = load_model(files.path, config, torch.float32, "cpu")
     seconds["load"] = time.perf_counter() - t0
 
@@ -133,18 +133,18 @@ def export_onnx(
             from .quantize import quantize_int8
 
             t0 = time.perf_counter()
-            _log(f"quantizing ({quantize}) ...", quiet)
+            log_step(f"quantizing ({quantize}) ...", quiet)
             quant_info = quantize_int8(work, decoder=quantize == "int8")
             seconds["quantize"] = time.perf_counter() - t0
         for name in METADATA_FILES:  # tokenizer, preprocessing and config, next to the graphs
             if (files.path / name).is_file():
                 shutil.copyfile(files.path / name, work / name)
         manifest = _manifest(files, config, graphs, opset, quantize, quant_info)
-        manifest.files = _digests(work)
+        manifest.files = file_digests(work)
         manifest.write(work)
 
         t0 = time.perf_counter()
-        _log("verifying against the torch backend ...", quiet)
+        log_step("verifying against the torch backend ...", quiet)
         verification = verify_export(files.path, work, config, verify_images, quantize)
         seconds["verify"] = time.perf_counter() - t0
         manifest.verification = verification
@@ -224,7 +224,7 @@ def _version(module: str) -> str | None:
         return None
 
 
-def _digests(directory: Path) -> dict[str, str]:
+def file_digests(directory: Path) -> dict[str, str]:
     return {
         p.relative_to(directory).as_posix(): file_sha256(p)
         for p in sorted(directory.rglob("*"))
@@ -262,7 +262,7 @@ def export_graphs(
 
     vision = VisionGraph(lean).eval()
     pixels = torch.randn(2, 3, v.image_size, v.image_size)
-    _log(f"exporting {VISION_FILE} ...", quiet)
+    log_step(f"exporting {VISION_FILE} ...", quiet)
     _torch_export(
         vision, (pixels,), out / VISION_FILE, [PIXELS], cross,
         {PIXELS: images_axis, **{n: images_axis for n in cross}}, opset,
@@ -278,7 +278,7 @@ def export_graphs(
     ids = torch.full((rows, 1), t.bos_token_id, dtype=torch.long)
     past, present = past_names(layers), present_names(layers)
     past_kv = [torch.zeros(rows, heads, 2, hd) for _ in past]
-    _log(f"exporting {DECODER_FILE} ...", quiet)
+    log_step(f"exporting {DECODER_FILE} ...", quiet)
     inputs = [INPUT_IDS, CACHE_ROWS, *past, *cross]
     outputs = [LOGITS, *present]
     _torch_export(

@@ -73,14 +73,14 @@ class OrtReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
-        from .onnx import _human
+        from .onnx import human_size
 
         lines = [
             f"exported to {self.out} (ORT format, {self.quantization or 'float32'}, "
             f"{self.optimization} optimizations)"
         ]
         for name, size in sorted(self.files.items()):
-            lines.append(f"  {name:28s} {_human(size):>10s}")
+            lines.append(f"  {name:28s} {human_size(size):>10s}")
         for key, ops in sorted(self.operators.items()):
             lines.append(f"  operators {key}: {', '.join(ops)}")
         if self.outside_mobile:
@@ -174,7 +174,7 @@ def convert_to_ort(
 ) -> OrtReport:
     """Convert the graphs of the ONNX export ``source`` into ``target``; verify; write the manifest."""
     from ..backends.onnx_format import Manifest
-    from .onnx import _digests, _log
+    from .onnx import file_digests, log_step
 
     manifest = Manifest.read(source)
     manifest.check_files(source)
@@ -188,7 +188,7 @@ def convert_to_ort(
     for graph in ("vision", "decoder"):
         onnx_name = manifest.graphs[graph]["file"]
         ort_name = Path(onnx_name).with_suffix(".ort").name
-        _log(f"converting {onnx_name} to {ort_name} ...", quiet)
+        log_step(f"converting {onnx_name} to {ort_name} ...", quiet)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = level
         opts.optimized_model_filepath = str(target / ort_name)
@@ -223,9 +223,9 @@ def convert_to_ort(
         },
     }
     manifest.opset = opsets.get("ai.onnx", manifest.opset)
-    manifest.files = _digests(target)
+    manifest.files = file_digests(target)
     manifest.write(target)
-    _log("verifying the .ort graphs against the .onnx graphs ...", quiet)
+    log_step("verifying the .ort graphs against the .onnx graphs ...", quiet)
     verification = verify_ort(source, target, verify_images)
     manifest.verification = {**(manifest.verification or {}), "ort_format": verification}
     manifest.write(target)

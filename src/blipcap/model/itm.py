@@ -31,7 +31,7 @@ from ..errors import ModelLoadError
 from .config import BlipConfig, TextConfig
 from .text import DecoderLayer, TextEmbeddings
 from .vision import VisionModel
-from .weights import _no_weight_init, read_state_dict, weight_files
+from .weights import no_weight_init, read_state_dict, weight_files
 
 # Buffers written by older transformers releases, and a BERT pooler that
 # BlipForImageTextRetrieval never uses (transformers skips both on load too).
@@ -224,7 +224,7 @@ class ItmTokenizer:
 
 def load_itm_model(directory: Path, config: ItmConfig, dtype: torch.dtype, device) -> BlipItmModel:
     """Build the ITM model and load the checkpoint in ``directory`` by key name; strict about keys and shapes."""
-    with torch.device("meta"), _no_weight_init():
+    with torch.device("meta"), no_weight_init():
         model = BlipItmModel(config)
     expected = model.state_dict()
     state = read_state_dict(weight_files(directory))

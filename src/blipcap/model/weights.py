@@ -90,7 +90,7 @@ _INIT_FUNCTIONS = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_",
 
 
 @contextmanager
-def _no_weight_init() -> Iterator[None]:
+def no_weight_init() -> Iterator[None]:
     """Build layers without initializing their weights: every weight comes from the checkpoint.
 
     On the meta device that initialization does nothing useful, and ``normal_`` there
@@ -114,7 +114,7 @@ def load_model(
     directory: Path, config: BlipConfig, dtype: torch.dtype, device
 ) -> BlipCaptioningModel:
     """Build the model and load the checkpoint in ``directory``; strict about missing keys and shapes."""
-    with torch.device("meta"), _no_weight_init():
+    with torch.device("meta"), no_weight_init():
         model = BlipCaptioningModel(config)
     expected = model.state_dict()
     state = read_state_dict(weight_files(directory))
