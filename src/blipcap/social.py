@@ -40,6 +40,7 @@ import regex
 
 from .errors import OptionsError
 from .options import CaptionOptions, resolve_options
+from .records import as_record
 from .results import Caption, ItemError, Provenance
 from .text import to_alt_text
 
@@ -324,16 +325,8 @@ class SocialPost:
             "random_weights": self.random_weights,
         }
         if self.provenance is not None:
-            prov = self.provenance
-            record.update(
-                model=prov.model,
-                revision=prov.revision,
-                backend=prov.backend,
-                dtype=prov.dtype,
-                device=prov.device,
-                options=prov.options,
-                blipcap_version=prov.blipcap_version,
-            )
+            fields = "model revision backend dtype device options blipcap_version"
+            record.update(as_record(self.provenance, fields))
         return record
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from PIL import Image
 
 from ..errors import InputError
+from ..records import as_record
 from .fusion import fuse_description
 from .lines import OcrResult
 from .ocr import ocr_image
@@ -58,16 +59,12 @@ class Document:
         return "\n".join(f"Page {p.number}: {p.description}" for p in self.pages if p.description)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "kind": self.kind,
-            "ocr_engine": self.engine,
-            "description": self.description,
-            "text": self.text,
-            "pages": [p.to_dict() for p in self.pages],
-            "error": self.error,
-            "provenance": self.provenance,
-        }
+        return as_record(
+            self,
+            "path kind ocr_engine description text pages error provenance",
+            ocr_engine=self.engine,
+            pages=[p.to_dict() for p in self.pages],
+        )
 
     def to_markdown(self) -> str:
         out = [f"# {Path(self.path).name}", ""]

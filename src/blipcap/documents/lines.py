@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..records import as_record
+
 
 @dataclass(frozen=True)
 class OcrLine:
@@ -40,14 +42,8 @@ class OcrResult:
         return bool(self.text.strip())
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "engine": self.engine,
-            "width": self.width,
-            "height": self.height,
-            "rotation": self.rotation,
-            "lines": [
-                {"text": ln.text, "box": list(ln.box), "confidence": round(ln.confidence, 4)}
-                for ln in self.lines
-            ],
-        }
+        lines = [
+            {"text": ln.text, "box": list(ln.box), "confidence": round(ln.confidence, 4)}
+            for ln in self.lines
+        ]
+        return as_record(self, "text engine width height rotation lines", lines=lines)

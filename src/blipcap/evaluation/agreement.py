@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import EvaluationError
+from ..records import as_record
 from .runs import Run
 
 
@@ -35,15 +36,11 @@ class Agreement:
         return self.identical / self.compared if self.compared else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "compared": self.compared,
-            "identical": self.identical,
-            "identical_rate": self.identical_rate,
-            "differences": self.differences,
-            "only_in_reference": self.only_in_reference,
-            "only_in_candidate": self.only_in_candidate,
-            "failed": self.failed,
-        }
+        return as_record(
+            self,
+            "compared identical identical_rate differences only_in_reference only_in_candidate "
+            "failed",
+        )
 
 
 def compare_runs(

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..records import as_record
 from .runs import PROVENANCE_FIELDS, Run
 
 
@@ -26,13 +27,7 @@ class Drift:
     actual_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "expected": self.expected,
-            "actual": self.actual,
-            "expected_error": self.expected_error,
-            "actual_error": self.actual_error,
-        }
+        return as_record(self, "path expected actual expected_error actual_error")
 
     def describe(self) -> str:
         def show(captions: list[str] | None, error: str | None) -> str:
@@ -62,15 +57,11 @@ class GoldenReport:
         return not self.drift and not self.missing
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "golden": self.golden,
-            "ok": self.ok,
-            "total": self.total,
-            "identical": self.identical,
-            "drift": [d.to_dict() for d in self.drift],
-            "missing": self.missing,
-            "provenance_changes": self.provenance_changes,
-        }
+        return as_record(
+            self,
+            "golden ok total identical drift missing provenance_changes",
+            drift=[d.to_dict() for d in self.drift],
+        )
 
 
 def _error_type(error: dict[str, Any] | None) -> str | None:
