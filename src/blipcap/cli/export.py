@@ -4,10 +4,43 @@ torch-free ONNX Runtime backend and mobile builds."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import click
 
-from .common import DEFAULT_MODEL, cli_errors, json_option, model_option
+from .common import cli_errors, json_option, model_option
+
+
+def _revision_option(help: str = "Hub revision (branch, tag or commit) to export.") -> Callable:
+    return click.option("--revision", default=None, help=help)
+
+
+def _out_option(f: Callable) -> Callable:
+    return click.option(
+        "--out", "-o", required=True, type=click.Path(file_okay=False), help="Directory to create."
+    )(f)
+
+
+def _quantize_option(help: str) -> Callable:
+    return click.option(
+        "--quantize", type=click.Choice(["int8", "int8-vision"]), default=None, help=help
+    )
+
+
+def _verify_images_option(help: str) -> Callable:
+    return click.option(
+        "--verify-images", type=click.IntRange(min=1), default=3, show_default=True, help=help
+    )
+
+
+def _overwrite_option(what: str) -> Callable:
+    return click.option("--overwrite", is_flag=True, help=f"Replace an existing {what} in --out.")
+
+
+def _print_report(report: Any, as_json: bool, record: dict[str, Any]) -> None:
+    """The report's ``record`` as JSON with --json, else its summary."""
+    click.echo(json.dumps(record, indent=2) if as_json else report.summary())
 
 
 @click.group("export")
@@ -49,28 +82,17 @@ Exit status: 0 exported (and verified), 2 on usage or configuration errors,
 """,
 )
 @model_option("Hub id or local Hugging Face directory")
-@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) to export.")
-@click.option(
-    "--out", "-o", required=True, type=click.Path(file_okay=False), help="Directory to create."
-)
-@click.option(
-    "--quantize",
-    type=click.Choice(["int8", "int8-vision"]),
-    default=None,
-    help="int8: int8 vision encoder and decoder (CPU; files ~3.5x smaller). "
-    "int8-vision: the vision encoder only, the decoder stays float32 (closer to float32).",
+@_revision_option()
+@_out_option
+@_quantize_option(
+    "int8: int8 vision encoder and decoder (CPU; files ~3.5x smaller). "
+    "int8-vision: the vision encoder only, the decoder stays float32 (closer to float32)."
 )
 @click.option(
     "--opset", type=click.IntRange(min=14), default=17, show_default=True, help="ONNX opset."
 )
-@click.option(
-    "--verify-images",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="Synthetic images for the check against the torch backend.",
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing export in --out.")
+@_verify_images_option("Synthetic images for the check against the torch backend.")
+@_overwrite_option("export")
 @json_option("Print the report as JSON on stdout.")
 @cli_errors
 def onnx(model, revision, out, quantize, opset, verify_images, overwrite, as_json) -> None:
@@ -82,21 +104,14 @@ def onnx(model, revision, out, quantize, opset, verify_images, overwrite, as_jso
         model, out, quantize=quantize, opset=opset, revision=revision, overwrite=overwrite,
         verify_images=verify_images,
     )  # fmt: skip
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "out": str(report.out),
-                    "quantization": report.quantization,
-                    "files": report.files,
-                    "verification": report.verification,
-                    "seconds": report.seconds,
-                },
-                indent=2,
-            )
-        )
-    else:
-        click.echo(report.summary())
+    record = {
+        "out": str(report.out),
+        "quantization": report.quantization,
+        "files": report.files,
+        "verification": report.verification,
+        "seconds": report.seconds,
+    }
+    _print_report(report, as_json, record)
 
 
 @export.command(
@@ -123,25 +138,10 @@ Exit status: 0 exported (and verified), 2 on usage or configuration errors,
 3 when the model could not be found, loaded or exported.
 """,
 )
-@click.option(
-    "--model",
-    "-m",
-    envvar="BLIPCAP_MODEL",
-    default=None,
-    metavar="M",
-    help="Hub id, local Hugging Face directory, or a `blipcap export onnx` directory "
-    f"[env BLIPCAP_MODEL; default {DEFAULT_MODEL}].",
-)
-@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) to export.")
-@click.option(
-    "--out", "-o", required=True, type=click.Path(file_okay=False), help="Directory to create."
-)
-@click.option(
-    "--quantize",
-    type=click.Choice(["int8", "int8-vision"]),
-    default=None,
-    help="As for `export onnx`. int8-vision stays inside the mobile package's operators.",
-)
+@model_option("Hub id, local Hugging Face directory, or a `blipcap export onnx` directory")
+@_revision_option()
+@_out_option
+@_quantize_option("As for `export onnx`. int8-vision stays inside the mobile package's operators.")
 @click.option(
     "--optimization",
     type=click.Choice(["basic", "extended", "all"]),
@@ -150,15 +150,9 @@ Exit status: 0 exported (and verified), 2 on usage or configuration errors,
     help="ONNX Runtime optimizations baked into the .ort files. extended/all fuse operators "
     "into com.microsoft ones (faster on CPUs; the report says which leave the mobile set).",
 )
-@click.option(
-    "--verify-images",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="Synthetic images for the checks.",
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing export in --out.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_verify_images_option("Synthetic images for the checks.")
+@_overwrite_option("export")
+@json_option("Print the report as JSON on stdout.")
 @cli_errors
 def ort(model, revision, out, quantize, optimization, verify_images, overwrite, as_json) -> None:
     """Export to ONNX Runtime's ORT format (mobile and minimal builds) and verify it."""
@@ -168,24 +162,17 @@ def ort(model, revision, out, quantize, optimization, verify_images, overwrite, 
         model, out, quantize=quantize, optimization=optimization, revision=revision,
         overwrite=overwrite, verify_images=verify_images,
     )  # fmt: skip
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "out": str(report.out),
-                    "quantization": report.quantization,
-                    "optimization": report.optimization,
-                    "files": report.files,
-                    "operators": report.operators,
-                    "outside_mobile_package": report.outside_mobile,
-                    "verification": report.verification,
-                    "seconds": report.seconds,
-                },
-                indent=2,
-            )
-        )
-    else:
-        click.echo(report.summary())
+    record = {
+        "out": str(report.out),
+        "quantization": report.quantization,
+        "optimization": report.optimization,
+        "files": report.files,
+        "operators": report.operators,
+        "outside_mobile_package": report.outside_mobile,
+        "verification": report.verification,
+        "seconds": report.seconds,
+    }
+    _print_report(report, as_json, record)
 
 
 @export.command(
@@ -215,19 +202,11 @@ Exit status: 0 written, 2 on usage or configuration errors (onnxruntime-web
 not found, --out not empty), 3 when the model could not be found, loaded or exported.
 """,
 )
-@click.option(
-    "--model",
-    "-m",
-    envvar="BLIPCAP_MODEL",
-    default=None,
-    metavar="M",
-    help="An ONNX export (blipcap export onnx), or a hub id or Hugging Face directory to "
-    f"export first [env BLIPCAP_MODEL; default {DEFAULT_MODEL}].",
+@model_option(
+    "An ONNX export (blipcap export onnx), or a hub id or Hugging Face directory to export first"
 )
-@click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
-@click.option(
-    "--out", "-o", required=True, type=click.Path(file_okay=False), help="Directory to create."
-)
+@_revision_option("Hub revision (branch, tag or commit).")
+@_out_option
 @click.option(
     "--ort-dist",
     type=click.Path(file_okay=False, exists=True),
@@ -239,8 +218,8 @@ not found, --out not empty), 3 when the model could not be found, loaded or expo
 @click.option(
     "--webgpu/--no-webgpu", default=True, show_default=True, help="Ship the WebGPU runtime too."
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing bundle in --out.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_overwrite_option("bundle")
+@json_option("Print the report as JSON on stdout.")
 @cli_errors
 def web(model, revision, out, ort_dist, webgpu, overwrite, as_json) -> None:
     """Write a static bundle that captions images in the browser (onnxruntime-web)."""
@@ -249,18 +228,11 @@ def web(model, revision, out, ort_dist, webgpu, overwrite, as_json) -> None:
     report = export_web(
         model, out, ort_dist=ort_dist, webgpu=webgpu, revision=revision, overwrite=overwrite
     )
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "out": str(report.out),
-                    "files": report.files,
-                    "onnxruntime_web": report.ort_version,
-                    "webgpu": report.webgpu,
-                    "random_weights": report.random_weights,
-                },
-                indent=2,
-            )
-        )
-    else:
-        click.echo(report.summary())
+    record = {
+        "out": str(report.out),
+        "files": report.files,
+        "onnxruntime_web": report.ort_version,
+        "webgpu": report.webgpu,
+        "random_weights": report.random_weights,
+    }
+    _print_report(report, as_json, record)
