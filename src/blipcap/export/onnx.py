@@ -34,6 +34,7 @@ from ..backends.onnx_format import (
 from ..errors import ExportError, OptionsError
 from ..hub import METADATA_FILES, ONNX_MANIFEST, file_sha256, resolve_model
 from ..version import __version__
+from .outdir import check_out_dir
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 14  # scaled_dot_product_attention needs 14
@@ -173,17 +174,7 @@ def _check_request(
         raise OptionsError(f"unknown quantization {quantize!r}; choose int8 or int8-vision")
     if opset < MIN_OPSET:
         raise OptionsError(f"opset {opset} is too old; the graphs need opset {MIN_OPSET} or newer")
-    out = Path(out).expanduser().absolute()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise OptionsError(
-                f"{out} already exists and is not empty; choose another --out or pass --overwrite"
-            )
-        if out.is_dir() and not (out / ONNX_MANIFEST).exists():
-            raise OptionsError(
-                f"{out} is not a blipcap export (no {ONNX_MANIFEST}); refusing to overwrite it"
-            )
-    return out
+    return check_out_dir(out, overwrite, ONNX_MANIFEST)
 
 
 def _manifest(

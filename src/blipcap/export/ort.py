@@ -27,6 +27,7 @@ from typing import Any
 from .._optional import require
 from ..errors import ExportError, OptionsError
 from ..hub import METADATA_FILES, ONNX_MANIFEST, resolve_model
+from .outdir import check_out_dir
 
 PORTABLE_OPSET = 15  # the newest opset ONNX Runtime's mobile package (1.11-1.18) registered
 OPTIMIZATIONS = ("basic", "extended", "all")
@@ -116,16 +117,7 @@ def export_ort(
         raise OptionsError(
             f"unknown optimization {optimization!r}; choose {', '.join(OPTIMIZATIONS)}"
         )
-    out = Path(out).expanduser().absolute()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise OptionsError(
-                f"{out} already exists and is not empty; choose another --out or pass --overwrite"
-            )
-        if out.is_dir() and not (out / ONNX_MANIFEST).exists():
-            raise OptionsError(
-                f"{out} is not a blipcap export (no {ONNX_MANIFEST}); refusing to overwrite it"
-            )
+    out = check_out_dir(out, overwrite, ONNX_MANIFEST)
     files = resolve_model(model, revision=revision)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -27,6 +27,7 @@ from ..errors import ExportError, OptionsError
 from ..hub import resolve_model
 from ..version import __version__
 from ..web import ASSETS, BUNDLE_MANIFEST
+from .outdir import check_out_dir
 
 FORMAT = "blipcap-web"
 FORMAT_VERSION = 1
@@ -243,16 +244,7 @@ def export_web(
     """Write the web bundle of ``model`` (an ONNX export, or a checkpoint to export first) to ``out``."""
     from ..hub import file_sha256
 
-    out = Path(out).expanduser().absolute()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise OptionsError(
-                f"{out} already exists and is not empty; choose another --out or pass --overwrite"
-            )
-        if out.is_dir() and not (out / BUNDLE_MANIFEST).exists():
-            raise OptionsError(
-                f"{out} is not a blipcap web bundle (no {BUNDLE_MANIFEST}); refusing to overwrite it"
-            )
+    out = check_out_dir(out, overwrite, BUNDLE_MANIFEST, "a blipcap web bundle")
     dist, ort_version = _ort_dist(ort_dist, webgpu)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
