@@ -31,7 +31,7 @@ from ..errors import ModelLoadError
 from .config import BlipConfig, TextConfig
 from .text import DecoderLayer, TextEmbeddings
 from .vision import VisionModel
-from .weights import no_weight_init, read_state_dict, weight_files
+from .weights import check_against_config, no_weight_init, read_state_dict, weight_files
 
 # Buffers written by older transformers releases, and a BERT pooler that
 # BlipForImageTextRetrieval never uses (transformers skips both on load too).
@@ -246,18 +246,7 @@ def load_itm_model(directory: Path, config: ItmConfig, dtype: torch.dtype, devic
             f"the checkpoint in {directory} lacks {len(missing)} weight(s) the image-text "
             f"matching model needs, e.g. {missing[:3]}.{hint}"
         )
-    unexpected = sorted(set(state) - set(expected))
-    if unexpected:
-        raise ModelLoadError(
-            f"the checkpoint in {directory} has {len(unexpected)} unexpected weight(s), e.g. "
-            f"{unexpected[:3]}; it does not match its config.json"
-        )
-    for key, tensor in expected.items():
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise ModelLoadError(
-                f"weight {key} has shape {tuple(state[key].shape)} in the checkpoint but "
-                f"config.json implies {tuple(tensor.shape)}"
-            )
+    check_against_config(state, expected, directory)
     state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
     model.load_state_dict(state, assign=True, strict=True)
     return model.eval().requires_grad_(False)

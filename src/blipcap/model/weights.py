@@ -89,6 +89,24 @@ def read_state_dict(files: Iterable[Path]) -> dict[str, torch.Tensor]:
 _INIT_FUNCTIONS = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_", "constant_")
 
 
+def check_against_config(
+    state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], directory: object
+) -> None:
+    """No weight beyond those ``expected`` (the model built from config.json), each of its shape."""
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise ModelLoadError(
+            f"the checkpoint in {directory} has {len(unexpected)} unexpected weight(s), e.g. "
+            f"{unexpected[:3]}; it does not match its config.json"
+        )
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise ModelLoadError(
+                f"weight {key} has shape {tuple(state[key].shape)} in the checkpoint but "
+                f"config.json implies {tuple(tensor.shape)}"
+            )
+
+
 @contextmanager
 def no_weight_init() -> Iterator[None]:
     """Build layers without initializing their weights: every weight comes from the checkpoint.
@@ -134,18 +152,7 @@ def load_model(
             f"needs, e.g. {missing[:3]}. Is it a BLIP *captioning* checkpoint "
             "(BlipForConditionalGeneration)?"
         )
-    unexpected = sorted(set(state) - set(expected))
-    if unexpected:
-        raise ModelLoadError(
-            f"the checkpoint in {directory} has {len(unexpected)} unexpected weight(s), e.g. "
-            f"{unexpected[:3]}; it does not match its config.json"
-        )
-    for key, tensor in expected.items():
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise ModelLoadError(
-                f"weight {key} has shape {tuple(state[key].shape)} in the checkpoint but "
-                f"config.json implies {tuple(tensor.shape)}"
-            )
+    check_against_config(state, expected, directory)
     converted: dict[int, torch.Tensor] = {}  # tied weights stay one tensor after conversion
     state = {
         k: converted.setdefault(id(v), v.to(device=device, dtype=dtype)) for k, v in state.items()
