@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..alttext.doubts import DEFAULT_MIN_CONFIDENCE
-from .common import cli_errors, model_options, show_progress, warn
+from .common import cli_errors, file_option, model_options, number_option, show_progress, warn
 
 
 @click.command(
@@ -50,9 +50,8 @@ loaded.
 @click.option(
     "--backup", is_flag=True, help="With --write or --apply: keep the original as FILE.bak."
 )
-@click.option(
+@file_option(
     "--review",
-    type=click.Path(dir_okay=False, path_type=Path),
     metavar="FILE.csv|.json",
     help="Write every proposed change to this file for a person to edit.",
 )
@@ -63,20 +62,18 @@ loaded.
     metavar="FILE.csv|.json",
     help="Apply an edited review file.",
 )
-@click.option(
+@file_option(
     "--report",
     "reports",
     multiple=True,
-    type=click.Path(dir_okay=False, path_type=Path),
     metavar="FILE.json|.html|.sarif",
     help="Write a report (repeatable): JSON, accessible HTML, or SARIF 2.1.0.",
 )
-@click.option(
+@number_option(
     "--max-chars",
-    type=click.IntRange(min=20, max=2000),
-    default=150,
-    show_default=True,
-    help="Alt text length limit (screen readers split alt text at about 150 characters).",
+    click.IntRange(min=20, max=2000),
+    150,
+    "Alt text length limit (screen readers split alt text at about 150 characters).",
 )
 @click.option(
     "--base-dir",
@@ -86,24 +83,21 @@ loaded.
 @click.option(
     "--fetch-remote", is_flag=True, help="Fetch http(s) images (SSRF-safe: public addresses only)."
 )
-@click.option(
+@file_option(
     "--cache",
     "cache_path",
-    type=click.Path(dir_okay=False, path_type=Path),
     help="Caption cache file [default: $BLIPCAP_CACHE_DIR or ~/.cache/blipcap/alt-text.sqlite].",
 )
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the caption cache.")
-@click.option(
+@number_option(
     "--min-confidence",
-    type=click.FloatRange(0.0, 1.0),
-    default=DEFAULT_MIN_CONFIDENCE,
-    show_default=True,
-    help="Captions with a lower confidence score need a person (0: never on confidence).",
+    click.FloatRange(0.0, 1.0),
+    DEFAULT_MIN_CONFIDENCE,
+    "Captions with a lower confidence score need a person (0: never on confidence).",
 )
-@click.option(
+@file_option(
     "--approved",
     "approved_path",
-    type=click.Path(dir_okay=False, path_type=Path),
     metavar="FILE.json",
     help="Alt text approved in reviews, by image hash: reused by runs, added to by --apply "
     "[default: ./alt-text-approved.json].",

@@ -10,7 +10,16 @@ from typing import Any
 
 import click
 
-from .common import cli_errors, json_option, model_options, progress_option, show_progress, warn
+from .common import (
+    cli_errors,
+    file_option,
+    json_option,
+    model_options,
+    number_option,
+    progress_option,
+    show_progress,
+    warn,
+)
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -66,13 +75,7 @@ or configuration errors, 3 when the model could not be found or loaded.
 @_int_list_option("--batch-sizes", "1,4,16", "Comma-separated.")
 @_int_list_option("--beams", "1,3", "Comma-separated beam widths.")
 @_int_list_option("--lengths", "20", "Comma-separated generated lengths (new tokens, forced).")
-@click.option(
-    "--batches",
-    type=click.IntRange(min=1),
-    default=2,
-    show_default=True,
-    help="Timed batches per configuration.",
-)
+@number_option("--batches", click.IntRange(min=1), 2, "Timed batches per configuration.")
 @click.option(
     "--images",
     "image_paths",
@@ -88,23 +91,15 @@ or configuration errors, 3 when the model could not be found or loaded.
     help="Size of the random images.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random images.")
-@click.option(
-    "--max-time",
-    type=click.FloatRange(min=1),
-    default=600,
-    show_default=True,
-    help="Time budget in seconds for the whole sweep.",
+@number_option(
+    "--max-time", click.FloatRange(min=1), 600, "Time budget in seconds for the whole sweep."
 )
 @click.option(
     "--isolate/--no-isolate",
     default=None,
     help="A fresh process per configuration [default: on CPU].",
 )
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write OUT.md and OUT.json.",
-)
+@file_option("--out", help="Also write OUT.md and OUT.json.")
 @json_option("Print the JSON document instead of Markdown.")
 @progress_option
 @cli_errors

@@ -133,6 +133,18 @@ def progress_option(f: Callable) -> Callable:
     )(f)
 
 
+def file_option(*decls: str, help: str, **kwargs: Any) -> Callable:
+    """An option that names a file (not a directory), passed on as a Path."""
+    return click.option(
+        *decls, type=click.Path(dir_okay=False, path_type=Path), help=help, **kwargs
+    )
+
+
+def number_option(name: str, type: click.ParamType, default: float, help: str) -> Callable:
+    """A number in a range, with its default shown in --help."""
+    return click.option(name, type=type, default=default, show_default=True, help=help)
+
+
 def json_option(help: str) -> Callable:
     """--json (the ``as_json`` parameter): machine-readable output, described by ``help``."""
     return click.option("--json", "as_json", is_flag=True, help=help)

@@ -18,6 +18,7 @@ from .common import (
     batch_size_option,
     cli_errors,
     decoding_options,
+    file_option,
     json_option,
     model_options,
     open_captioner,
@@ -63,11 +64,7 @@ Exit status: 0 success; 1 some images had no caption, or golden drift;
 missing Java); 3 the model could not be found or loaded.
 """,
 )
-@click.option(
-    "--annotations",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Reference captions file.",
-)
+@file_option("--annotations", help="Reference captions file.")
 @click.option(
     "--split",
     default="test",
@@ -80,25 +77,21 @@ missing Java); 3 the model could not be found or loaded.
     help="Folder holding the images (relative paths in the annotation, golden or reference "
     "file are taken below it).",
 )
-@click.option(
+@file_option(
     "--predictions",
-    type=click.Path(dir_okay=False, path_type=Path),
     help="Score these captions instead of running the model: a COCO results file "
     "([{image_id, caption}]) or the JSONL of `blipcap caption`.",
 )
-@click.option(
+@file_option(
     "--predictions-out",
-    type=click.Path(dir_okay=False, path_type=Path),
     help="Write the model's captions here in COCO results format (for an evaluation server).",
 )
-@click.option(
+@file_option(
     "--references-from",
-    type=click.Path(dir_okay=False, path_type=Path),
     help="Agreement mode: score against this run's captions (JSONL of `blipcap caption`).",
 )
-@click.option(
+@file_option(
     "--golden",
-    type=click.Path(dir_okay=False, path_type=Path),
     help="Golden mode: captions (JSONL of `blipcap caption`) that must be reproduced exactly.",
 )
 @click.option(

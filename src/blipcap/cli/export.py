@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .common import cli_errors, json_option, model_option
+from .common import cli_errors, json_option, model_option, number_option
 
 
 def _revision_option(help: str = "Hub revision (branch, tag or commit) to export.") -> Callable:
@@ -88,9 +88,7 @@ Exit status: 0 exported (and verified), 2 on usage or configuration errors,
     "int8: int8 vision encoder and decoder (CPU; files ~3.5x smaller). "
     "int8-vision: the vision encoder only, the decoder stays float32 (closer to float32)."
 )
-@click.option(
-    "--opset", type=click.IntRange(min=14), default=17, show_default=True, help="ONNX opset."
-)
+@number_option("--opset", click.IntRange(min=14), 17, "ONNX opset.")
 @_verify_images_option("Synthetic images for the check against the torch backend.")
 @_overwrite_option("export")
 @json_option("Print the report as JSON on stdout.")

@@ -14,6 +14,7 @@ from .common import (
     decoding_options,
     json_option,
     model_options,
+    number_option,
     open_captioner,
     pop_caption_kwargs,
     progress_option,
@@ -112,13 +113,7 @@ usage or configuration errors, 3 when the model could not be found or loaded.
     "detecting text at 960 px (rapidocr: 2000 px, slower, finds smaller text).",
 )
 @click.option("--recaption", is_flag=True, help="Caption again images that already have a caption.")
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=8,
-    show_default=True,
-    help="Images captioned per transaction.",
-)
+@number_option("--batch-size", click.IntRange(min=1), 8, "Images captioned per transaction.")
 @click.option("--include-hidden", is_flag=True, help="Also index hidden files and folders (.name).")
 @progress_option
 @model_options

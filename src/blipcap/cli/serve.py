@@ -9,7 +9,7 @@ import sys
 import click
 
 from ..server.config import settings as config_settings
-from .common import EXIT_MODEL, cli_errors, model_options, warn
+from .common import EXIT_MODEL, cli_errors, model_options, number_option, warn
 
 
 def _flag(field, setting) -> str:
@@ -85,12 +85,11 @@ Exit status: 0 after a clean shutdown, 2 on usage or configuration errors
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @model_options
 @config_options
-@click.option(
+@number_option(
     "--grace-period",
-    default=30.0,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="On SIGTERM, seconds to let requests in flight finish.",
+    click.FloatRange(min=0),
+    30.0,
+    "On SIGTERM, seconds to let requests in flight finish.",
 )
 @click.option(
     "--web-bundle",

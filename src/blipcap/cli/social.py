@@ -12,6 +12,7 @@ from .common import (
     cli_errors,
     is_utf8,
     model_options,
+    number_option,
     open_captioner,
     open_output,
     show_progress,
@@ -53,12 +54,8 @@ loaded.
     required=True,
     help="Target platform (repeatable).",
 )
-@click.option(
-    "--variants",
-    type=click.IntRange(1, 10),
-    default=1,
-    show_default=True,
-    help="K > 1: sample K captions and rank them (best first).",
+@number_option(
+    "--variants", click.IntRange(1, 10), 1, "K > 1: sample K captions and rank them (best first)."
 )
 @click.option("--hashtags", is_flag=True, help="Add hashtags from the caption's content words.")
 @click.option("--max-hashtags", type=click.IntRange(0, 30), default=5, show_default=True)
