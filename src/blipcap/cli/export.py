@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from .common import cli_errors, json_option, model_option, number_option
+from ..records import as_record
+from .common import apply, cli_errors, json_option, model_option, number_option
 
 
 def _revision_option(help: str = "Hub revision (branch, tag or commit) to export.") -> Callable:
@@ -34,13 +35,32 @@ def _verify_images_option(help: str) -> Callable:
     )
 
 
+def _verified_export_options(verify_help: str) -> Callable:
+    """--verify-images, --overwrite and --json, as the verified exports (onnx, ort) take them."""
+
+    def decorate(f: Callable) -> Callable:
+        return apply(
+            f,
+            [
+                _verify_images_option(verify_help),
+                _overwrite_option("export"),
+                json_option("Print the report as JSON on stdout."),
+            ],
+        )
+
+    return decorate
+
+
 def _overwrite_option(what: str) -> Callable:
     return click.option("--overwrite", is_flag=True, help=f"Replace an existing {what} in --out.")
 
 
-def _print_report(report: Any, as_json: bool, record: dict[str, Any]) -> None:
-    """The report's ``record`` as JSON with --json, else its summary."""
-    click.echo(json.dumps(record, indent=2) if as_json else report.summary())
+def _print_report(report: Any, as_json: bool, names: str, **values: Any) -> None:
+    """With --json, the report's fields ``names`` (see as_record) as JSON; else its summary."""
+    if as_json:
+        click.echo(json.dumps(as_record(report, names, out=str(report.out), **values), indent=2))
+    else:
+        click.echo(report.summary())
 
 
 @click.group("export")
@@ -89,9 +109,7 @@ Exit status: 0 exported (and verified), 2 on usage or configuration errors,
     "int8-vision: the vision encoder only, the decoder stays float32 (closer to float32)."
 )
 @number_option("--opset", click.IntRange(min=14), 17, "ONNX opset.")
-@_verify_images_option("Synthetic images for the check against the torch backend.")
-@_overwrite_option("export")
-@json_option("Print the report as JSON on stdout.")
+@_verified_export_options("Synthetic images for the check against the torch backend.")
 @cli_errors
 def onnx(model, revision, out, quantize, opset, verify_images, overwrite, as_json) -> None:
     """Export a BLIP captioning model to ONNX (optionally int8) and verify it."""
@@ -102,14 +120,7 @@ def onnx(model, revision, out, quantize, opset, verify_images, overwrite, as_jso
         model, out, quantize=quantize, opset=opset, revision=revision, overwrite=overwrite,
         verify_images=verify_images,
     )  # fmt: skip
-    record = {
-        "out": str(report.out),
-        "quantization": report.quantization,
-        "files": report.files,
-        "verification": report.verification,
-        "seconds": report.seconds,
-    }
-    _print_report(report, as_json, record)
+    _print_report(report, as_json, "out quantization files verification seconds")
 
 
 @export.command(
@@ -148,9 +159,7 @@ Exit status: 0 exported (and verified), 2 on usage or configuration errors,
     help="ONNX Runtime optimizations baked into the .ort files. extended/all fuse operators "
     "into com.microsoft ones (faster on CPUs; the report says which leave the mobile set).",
 )
-@_verify_images_option("Synthetic images for the checks.")
-@_overwrite_option("export")
-@json_option("Print the report as JSON on stdout.")
+@_verified_export_options("Synthetic images for the checks.")
 @cli_errors
 def ort(model, revision, out, quantize, optimization, verify_images, overwrite, as_json) -> None:
     """Export to ONNX Runtime's ORT format (mobile and minimal builds) and verify it."""
@@ -160,17 +169,12 @@ def ort(model, revision, out, quantize, optimization, verify_images, overwrite, 
         model, out, quantize=quantize, optimization=optimization, revision=revision,
         overwrite=overwrite, verify_images=verify_images,
     )  # fmt: skip
-    record = {
-        "out": str(report.out),
-        "quantization": report.quantization,
-        "optimization": report.optimization,
-        "files": report.files,
-        "operators": report.operators,
-        "outside_mobile_package": report.outside_mobile,
-        "verification": report.verification,
-        "seconds": report.seconds,
-    }
-    _print_report(report, as_json, record)
+    _print_report(
+        report,
+        as_json,
+        "out quantization optimization files operators outside_mobile_package verification seconds",
+        outside_mobile_package=report.outside_mobile,
+    )
 
 
 @export.command(
@@ -226,11 +230,9 @@ def web(model, revision, out, ort_dist, webgpu, overwrite, as_json) -> None:
     report = export_web(
         model, out, ort_dist=ort_dist, webgpu=webgpu, revision=revision, overwrite=overwrite
     )
-    record = {
-        "out": str(report.out),
-        "files": report.files,
-        "onnxruntime_web": report.ort_version,
-        "webgpu": report.webgpu,
-        "random_weights": report.random_weights,
-    }
-    _print_report(report, as_json, record)
+    _print_report(
+        report,
+        as_json,
+        "out files onnxruntime_web webgpu random_weights",
+        onnxruntime_web=report.ort_version,
+    )

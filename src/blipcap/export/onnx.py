@@ -337,37 +337,14 @@ def verify_export(
     """Run both backends on ``images`` synthetic images: greedy and beam 3 tokens, and (int8) logits."""
     from ..backends.onnx import OnnxBackend
     from ..backends.torch import TorchBackend
-    from ..decoding import SpecialTokens
-    from ..options import CaptionOptions
-    from .verify import compare_decoding, logit_agreement, synthetic_images
+    from .verify import logit_agreement, verify_decoding
 
     torch_backend = TorchBackend(checkpoint, config, device="cpu", dtype="float32")
     onnx_backend = OnnxBackend(export_dir, config, device="cpu")
-    t = config.text
-    special = SpecialTokens(eos=t.sep_token_id, pad=t.pad_token_id)
-    pixels = synthetic_images(max(1, images), config.vision.image_size)
-    prompt = [t.bos_token_id]
-    checks = [
-        compare_decoding(torch_backend, onnx_backend, pixels, prompt, opts, special)
-        for opts in (
-            CaptionOptions(max_new_tokens=20),
-            CaptionOptions(num_beams=3, max_new_tokens=20),
-        )
-    ]
-    result: dict[str, Any] = {
-        "images": int(pixels.shape[0]),
-        "decoding": [
-            {
-                "options": c.options,
-                "identical": c.identical,
-                "total": c.total,
-                "mismatches": c.mismatches,
-            }
-            for c in checks
-        ],
-    }
+    v = verify_decoding(torch_backend, onnx_backend, config, images)
+    result = v.to_dict()
     result["logits"] = logit_agreement(
-        torch_backend, onnx_backend, pixels, prompt, 20, special
+        torch_backend, onnx_backend, v.pixels, v.prompt, 20, v.special
     ).to_dict()
-    result["ok"] = all(c.ok for c in checks)
+    result["ok"] = v.ok
     return result

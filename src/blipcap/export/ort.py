@@ -292,35 +292,12 @@ def outside_mobile_package(operators: dict[str, list[str]], opsets: dict[str, in
 def verify_ort(source: Path, target: Path, images: int) -> dict[str, Any]:
     """Greedy and beam-3 tokens of the .ort graphs against the .onnx graphs, on synthetic images."""
     from ..backends.onnx import OnnxBackend
-    from ..decoding import SpecialTokens
     from ..hub import load_json
     from ..model.config import BlipConfig
-    from ..options import CaptionOptions
-    from .verify import compare_decoding, synthetic_images
+    from .verify import verify_decoding
 
     config = BlipConfig.from_dict(load_json(source / "config.json"))
     reference = OnnxBackend(source, config, device="cpu")
     candidate = OnnxBackend(target, config, device="cpu")
-    t = config.text
-    special = SpecialTokens(eos=t.sep_token_id, pad=t.pad_token_id)
-    pixels = synthetic_images(max(1, images), config.vision.image_size)
-    checks = [
-        compare_decoding(reference, candidate, pixels, [t.bos_token_id], opts, special)
-        for opts in (
-            CaptionOptions(max_new_tokens=20),
-            CaptionOptions(num_beams=3, max_new_tokens=20),
-        )
-    ]
-    return {
-        "images": int(pixels.shape[0]),
-        "decoding": [
-            {
-                "options": c.options,
-                "identical": c.identical,
-                "total": c.total,
-                "mismatches": c.mismatches,
-            }
-            for c in checks
-        ],
-        "ok": all(c.ok for c in checks),
-    }
+    v = verify_decoding(reference, candidate, config, images)
+    return {**v.to_dict(), "ok": v.ok}

@@ -129,3 +129,45 @@ def logit_agreement(
         top1_agreement=top1,
         max_abs_diff=float(np.abs(ref2 - cand2).max()),
     )
+
+
+@dataclass
+class DecodingVerification:
+    """Greedy and beam decoding of synthetic images compared between two backends."""
+
+    pixels: np.ndarray
+    prompt: list[int]
+    special: SpecialTokens
+    checks: list[DecodeCheck]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        decoding = [
+            {
+                "options": c.options,
+                "identical": c.identical,
+                "total": c.total,
+                "mismatches": c.mismatches,
+            }
+            for c in self.checks
+        ]
+        return {"images": int(self.pixels.shape[0]), "decoding": decoding}
+
+
+def verify_decoding(reference, candidate, config: Any, images: int) -> DecodingVerification:
+    """Decode ``images`` synthetic images (greedy, then beam 3; 20 new tokens) with both backends."""
+    t = config.text
+    special = SpecialTokens(eos=t.sep_token_id, pad=t.pad_token_id)
+    pixels = synthetic_images(max(1, images), config.vision.image_size)
+    prompt = [t.bos_token_id]
+    checks = [
+        compare_decoding(reference, candidate, pixels, prompt, opts, special)
+        for opts in (
+            CaptionOptions(max_new_tokens=20),
+            CaptionOptions(num_beams=3, max_new_tokens=20),
+        )
+    ]
+    return DecodingVerification(pixels, prompt, special, checks)
