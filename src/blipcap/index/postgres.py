@@ -209,17 +209,7 @@ class PostgresStore(Store):
             if row is None:
                 return None
             record = dict(zip([d.name for d in cur.description], row, strict=True))
-        record["paths"] = [
-            r[0]
-            for r in self.conn.execute(
-                "SELECT path FROM blipcap_paths WHERE image_id = %s ORDER BY path", (record["id"],)
-            )
-        ]
-        thumb = self.conn.execute(
-            "SELECT jpeg FROM blipcap_thumbnails WHERE image_id = %s", (record["id"],)
-        ).fetchone()
-        record["thumbnail"] = bytes(thumb[0]) if thumb else None
-        return record
+        return self._add_paths_and_thumbnail(record, "blipcap_", "%s")
 
     def counts(self) -> dict[str, int]:
         one = self.conn.execute

@@ -281,17 +281,7 @@ class SQLiteStore(Store):
                 json.loads(record["provenance"]) if record["provenance"] else None
             )
             record["has_text"] = bool(record["has_text"])
-            record["paths"] = [
-                r[0]
-                for r in self.conn.execute(
-                    "SELECT path FROM paths WHERE image_id = ? ORDER BY path", (record["id"],)
-                )
-            ]
-            thumb = self.conn.execute(
-                "SELECT jpeg FROM thumbnails WHERE image_id = ?", (record["id"],)
-            ).fetchone()
-            record["thumbnail"] = thumb[0] if thumb else None
-            return record
+            return self._add_paths_and_thumbnail(record)
 
     def counts(self) -> dict[str, int]:
         with self._lock:

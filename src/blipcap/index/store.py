@@ -155,6 +155,7 @@ class Store(ABC):
     """Where the index lives. Every write method is one transaction."""
 
     url: str
+    conn: Any  # the driver's connection (sqlite3 or psycopg)
 
     @abstractmethod
     def close(self) -> None: ...
@@ -180,6 +181,23 @@ class Store(ABC):
 
     @abstractmethod
     def get_image(self, sha256: str) -> dict[str, Any] | None: ...
+
+    def _add_paths_and_thumbnail(
+        self, record: dict[str, Any], tables: str = "", param: str = "?"
+    ) -> dict[str, Any]:
+        """``record`` (an image row) with its ``paths`` and ``thumbnail`` (JPEG bytes or None).
+
+        ``tables`` prefixes the table names (``blipcap_`` in PostgreSQL); ``param`` is the
+        driver's placeholder.
+        """
+        conn = self.conn
+        image_id = (record["id"],)
+        paths_sql = f"SELECT path FROM {tables}paths WHERE image_id = {param} ORDER BY path"
+        record["paths"] = [r[0] for r in conn.execute(paths_sql, image_id)]
+        thumb_sql = f"SELECT jpeg FROM {tables}thumbnails WHERE image_id = {param}"
+        thumb = conn.execute(thumb_sql, image_id).fetchone()
+        record["thumbnail"] = bytes(thumb[0]) if thumb else None
+        return record
 
     @abstractmethod
     def captions_for(self, paths: Sequence[str]) -> dict[str, tuple[str | None, dict | None]]:
