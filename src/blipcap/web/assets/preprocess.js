@@ -69,6 +69,24 @@ function clip8(ss) {
   return Math.floor(ss / ONE);
 }
 
+// One output pixel: ``taps`` input pixels from ``base``, ``stride`` bytes apart, weighted by
+// kk[k..k+taps) in fixed point (the same sums, in the same order, as Pillow's passes).
+function convolve(src, base, stride, taps, kk, k, dst, o) {
+  let s0 = HALF;
+  let s1 = HALF;
+  let s2 = HALF;
+  for (let t = 0; t < taps; t++) {
+    const p = base + t * stride;
+    const c = kk[k + t];
+    s0 += src[p] * c;
+    s1 += src[p + 1] * c;
+    s2 += src[p + 2] * c;
+  }
+  dst[o] = clip8(s0);
+  dst[o + 1] = clip8(s1);
+  dst[o + 2] = clip8(s2);
+}
+
 function horizontalPass(src, width, height, outW, resample) {
   const { ksize, bounds, kk } = coefficients(width, outW, resample);
   const dst = new Uint8Array(outW * height * 3);
@@ -77,21 +95,7 @@ function horizontalPass(src, width, height, outW, resample) {
     for (let xx = 0; xx < outW; xx++) {
       const xmin = bounds[xx * 2];
       const xmax = bounds[xx * 2 + 1];
-      const k = xx * ksize;
-      let s0 = HALF;
-      let s1 = HALF;
-      let s2 = HALF;
-      for (let x = 0; x < xmax; x++) {
-        const p = row + (x + xmin) * 3;
-        const c = kk[k + x];
-        s0 += src[p] * c;
-        s1 += src[p + 1] * c;
-        s2 += src[p + 2] * c;
-      }
-      const o = (y * outW + xx) * 3;
-      dst[o] = clip8(s0);
-      dst[o + 1] = clip8(s1);
-      dst[o + 2] = clip8(s2);
+      convolve(src, row + xmin * 3, 3, xmax, kk, xx * ksize, dst, (y * outW + xx) * 3);
     }
   }
   return dst;
@@ -105,20 +109,7 @@ function verticalPass(src, width, height, outH, resample) {
     const ymax = bounds[yy * 2 + 1];
     const k = yy * ksize;
     for (let xx = 0; xx < width; xx++) {
-      let s0 = HALF;
-      let s1 = HALF;
-      let s2 = HALF;
-      for (let y = 0; y < ymax; y++) {
-        const p = ((y + ymin) * width + xx) * 3;
-        const c = kk[k + y];
-        s0 += src[p] * c;
-        s1 += src[p + 1] * c;
-        s2 += src[p + 2] * c;
-      }
-      const o = (yy * width + xx) * 3;
-      dst[o] = clip8(s0);
-      dst[o + 1] = clip8(s1);
-      dst[o + 2] = clip8(s2);
+      convolve(src, (ymin * width + xx) * 3, width * 3, ymax, kk, k, dst, (yy * width + xx) * 3);
     }
   }
   return dst;
