@@ -103,42 +103,19 @@ or configuration errors, 3 when the model could not be found or loaded.
 @json_option("Print the JSON document instead of Markdown.")
 @progress_option
 @cli_errors
-def bench(
-    model,
-    backend,
-    device,
-    dtype,
-    batch_sizes,
-    beams,
-    lengths,
-    batches,
-    image_paths,
-    image_size,
-    seed,
-    max_time,
-    isolate,
-    out,
-    as_json,
-    progress,
-) -> None:
+def bench(image_paths, image_size, seed, max_time, out, as_json, progress, **sweep) -> None:
     """Measure images/s and peak memory across batch sizes, beams and generated lengths."""
     from ..evaluation.bench import BenchSettings, Inputs, run_sweep
     from ..evaluation.formats import write_json_atomic
     from ..evaluation.report import bench_markdown
 
     paths = _expand(image_paths)
+    # ``sweep``: the model options, --batch-sizes, --beams, --lengths, --batches and --isolate,
+    # named as BenchSettings names them.
     settings = BenchSettings(
-        model=model,
-        backend=backend,
-        device=device,
-        dtype=dtype,
-        batch_sizes=batch_sizes,
-        beams=beams,
-        lengths=lengths,
-        batches=batches,
+        **sweep,
         inputs=Inputs(paths=tuple(paths), width=image_size[0], height=image_size[1], seed=seed),
         max_time_s=max_time,
-        isolate=isolate,
     )
     configs = settings.configs()
     bar = None
@@ -166,7 +143,7 @@ def bench(
         if bar is not None:
             bar.close()
     if not provenance:
-        provenance = {"model": model, "backend": backend, "device": device, "dtype": dtype}
+        provenance = {k: sweep[k] for k in ("model", "backend", "device", "dtype")}
     if provenance.get("random_weights"):
         warn(
             "this model has RANDOM weights (a test checkpoint); speed and memory are still valid "
