@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,24 +141,34 @@ def _mask_code_spans(out: list[str]) -> None:
 
 def _match_bracket(text: str, open_at: int) -> int | None:
     """Index of the "]" closing the "[" at ``open_at`` (nesting and escapes honoured)."""
-    depth = 0
-    i = open_at
+
+    def blank_line(i: int) -> bool:  # a blank line ends the paragraph
+        return text[i] == "\n" and i + 1 < len(text) and text[i + 1] in "\r\n"
+
+    end, closed = _balanced(text, open_at + 1, "[]", blank_line)
+    return end if closed else None
+
+
+def _balanced(text: str, i: int, pair: str, stop: Callable[[int], bool]) -> tuple[int, bool]:
+    """Scan from ``i``, just inside ``pair[0]``, to the ``pair[1]`` that balances it, skipping
+    backslash escapes: (its index, True); or (where ``stop`` held or the text ended, False)."""
+    depth = 1
     n = len(text)
     while i < n:
         c = text[i]
         if c == "\\":
             i += 2
             continue
-        if c == "[":
+        if stop(i):
+            return i, False
+        if c == pair[0]:
             depth += 1
-        elif c == "]":
+        elif c == pair[1]:
             depth -= 1
             if depth == 0:
-                return i
-        elif c == "\n" and i + 1 < n and text[i + 1] in "\r\n":
-            return None  # a blank line ends the paragraph
+                return i, True
         i += 1
-    return None
+    return i, False
 
 
 def _inline_target(text: str, at: int) -> tuple[str, str | None, int] | None:
@@ -173,19 +184,8 @@ def _inline_target(text: str, at: int) -> tuple[str, str | None, int] | None:
         dest = text[i + 1 : close]
         i = close + 1
     else:
-        start, depth = i, 0
-        while i < n and not text[i].isspace():
-            c = text[i]
-            if c == "\\":
-                i += 2
-                continue
-            if c == "(":
-                depth += 1
-            elif c == ")":
-                if depth == 0:
-                    break
-                depth -= 1
-            i += 1
+        start = i
+        i, _ = _balanced(text, i, "()", lambda j: text[j].isspace())
         dest = text[start:i]
     while i < n and text[i] in " \t\r\n":
         i += 1
