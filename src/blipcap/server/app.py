@@ -31,7 +31,8 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import __version__, social
 from ..errors import BlipcapError, DecodeBusyError, MissingDependencyError
-from ..images import CancelToken, return_large_frees_to_the_os, set_decode_memory_budget
+from ..images import CancelToken, set_decode_memory_budget
+from ..memory import return_large_frees_to_the_os
 from ..options import CaptionOptions, resolve_options
 from ..results import Caption, ItemError
 from . import schemas
