@@ -23,11 +23,10 @@ from PIL import Image
 from . import __version__, engine
 from .batching import BatchSizer, auto_batch_size, check_fits
 from .decoding import SpecialTokens, generate
-from .engine import Prepared
 from .errors import BackendError, InputError, OptionsError
 from .hub import ModelFiles, resolve_model
 from .images import DEFAULT_LIMITS, ImageLimits, load_source
-from .inputs import is_url, source_label
+from .inputs import Prepared, is_url, source_label
 from .model.config import BlipConfig
 from .model.processing import ImagePreprocessor, Tokenizer
 from .options import CaptionOptions, resolve_options
@@ -72,6 +71,7 @@ class Captioner:
         self.special = SpecialTokens(eos=t.sep_token_id, pad=t.pad_token_id)
         self.limits = limits
         self.decode_workers = decode_workers or min(8, max(2, os.cpu_count() or 2))
+        self._pixel_stages: Any = None
 
     # -- what the model is -------------------------------------------------------------
 
@@ -198,6 +198,29 @@ class Captioner:
         """
         prompt = self.tokenizer.prompt_ids(options.prompt)
         return generate(backend or self.backend, pixels, prompt, options, self.special)
+
+    def caption_pixels(self, pixels: np.ndarray, options: CaptionOptions) -> list[list[str]]:
+        """Captions per image for (N, H, W, 3) uint8 images already at the model's size.
+
+        What a caller that decoded and resized elsewhere (the Ray job's read
+        stage) hands over: a quarter of the bytes of normalized pixels. A torch
+        backend normalizes them on its device; others get them normalized here,
+        by the same arithmetic.
+        """
+        if self.backend.capabilities.device_normalize:
+            if self._pixel_stages is None:
+                from .backends.cuda_pipeline import PipelineOptions
+
+                self._pixel_stages = self.stages_for(PipelineOptions(overlap=False))
+            stages = self._pixel_stages
+            torch = self.backend.torch
+            on_device = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.backend.device)
+            tokens = stages.decode(stages.encode_pixels(on_device.permute(0, 3, 1, 2)), options)
+        else:
+            tokens = self.generate_tokens(
+                self.preprocess.normalize(pixels.transpose(0, 3, 1, 2)), options
+            )
+        return [[self.caption_text(t, options) for t in per_image] for per_image in tokens]
 
     def caption_text(self, tokens: list[int], opts: CaptionOptions) -> str:
         """Generated token ids -> caption text (prompt kept if asked, known artifacts removed).

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from .batching import BatchSizer, retry_smaller
+from .inputs import Prepared
 from .memory import is_out_of_memory
 from .options import CaptionOptions
 from .results import Caption, ItemError, Provenance
@@ -36,19 +37,6 @@ R = TypeVar("R")
 
 
 # -- one input, good or bad --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """One input after the prepare stage: pixels ready for the encode stage, or why it failed."""
-
-    label: str | None
-    pixels: Any = None
-    error: ItemError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 @dataclass(frozen=True)

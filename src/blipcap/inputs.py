@@ -22,10 +22,12 @@ from typing import IO, Any
 from PIL import Image
 
 from .errors import ImageTooLargeError, InputError
+from .results import ItemError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageInput",
+    "Prepared",
     "expand_inputs",
     "format_bytes",
     "format_size",
@@ -180,6 +182,19 @@ def _walk(top: str, recursive: bool) -> Iterator[ImageInput]:
 
 def _error(label: str, message: str) -> ImageInput:
     return ImageInput(label, "error", InputError(message))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One input after the engine's prepare stage: pixels for the encode stage, or why it failed."""
+
+    label: str | None
+    pixels: Any = None
+    error: ItemError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 # -- labels -------------------------------------------------------------------------------

@@ -32,10 +32,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..engine import Prepared
 from ..errors import BackendError, InputError
 from ..images import DEFAULT_LIMITS, ImageInput, ImageLimits, load_image, load_source
-from ..inputs import is_url, read_source, source_label
+from ..inputs import Prepared, is_url, read_source, source_label
 from ..results import Caption, ItemError
 from .base import Preencoded
 

@@ -20,7 +20,10 @@ import numpy as np
 from .._optional import require
 from ..arrays import NumpyOps
 from ..errors import BackendError, ModelLoadError
-from ..export.manifest import (
+from ..memory import mentions_out_of_memory
+from ..model.config import BlipConfig
+from .base import Capabilities, check_length
+from .onnx_manifest import (
     CACHE_ROWS,
     INPUT_IDS,
     LOGITS,
@@ -31,9 +34,6 @@ from ..export.manifest import (
     present_names,
     reexport_hint,
 )
-from ..memory import mentions_out_of_memory
-from ..model.config import BlipConfig
-from .base import Capabilities, check_length
 
 THREADS_ENV = "BLIPCAP_ONNX_THREADS"
 GPU_MEM_LIMIT_ENV = "BLIPCAP_ONNX_GPU_MEM_LIMIT"

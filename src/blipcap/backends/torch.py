@@ -89,8 +89,11 @@ class TorchBackend:
             from .cuda import FastPath, FastPathOptions
 
             self.fast_path = FastPath(self, FastPathOptions.from_env())
+
+    @property
+    def capabilities(self) -> Capabilities:
         fast = self.fast_path is not None
-        self.capabilities = Capabilities(overlap=fast, device_normalize=True, static_decode=fast)
+        return Capabilities(overlap=fast, device_normalize=True, static_decode=fast)
 
     def encode(self, pixel_values):
         """Normalized pixels (numpy, or a tensor on any device) -> image embeddings on the device."""

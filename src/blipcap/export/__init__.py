@@ -1,8 +1,8 @@
 """ONNX export of the lean engine (``blipcap export onnx``).
 
 Importing this package needs nothing beyond the standard library: the
-manifest (:mod:`.manifest`) is read by the ONNX backend, which runs without
-torch. The exporter itself (:func:`export_onnx`) needs the ``export`` extra.
+manifest (:mod:`blipcap.backends.onnx_manifest`) is read by the ONNX backend,
+which runs without torch. The exporter itself (:func:`export_onnx`) needs the ``export`` extra.
 """
 
 from __future__ import annotations

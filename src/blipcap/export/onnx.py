@@ -19,9 +19,7 @@ from typing import Any
 
 from .. import __version__
 from .._optional import require
-from ..errors import ExportError, OptionsError
-from ..hub import METADATA_FILES, ONNX_MANIFEST, file_sha256, resolve_model
-from .manifest import (
+from ..backends.onnx_manifest import (
     CACHE_ROWS,
     DECODER_FILE,
     INPUT_IDS,
@@ -34,6 +32,8 @@ from .manifest import (
     past_names,
     present_names,
 )
+from ..errors import ExportError, OptionsError
+from ..hub import METADATA_FILES, ONNX_MANIFEST, file_sha256, resolve_model
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 14  # scaled_dot_product_attention needs 14

@@ -32,8 +32,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..backends.onnx_manifest import DECODER_FILE, VISION_FILE
 from ..errors import ExportError
-from .manifest import DECODER_FILE, VISION_FILE
 
 DECODER_BLOCK = 128
 DECODER_ACCURACY_LEVEL = 4
