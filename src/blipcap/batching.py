@@ -302,7 +302,11 @@ def run_with_backoff(
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
-        return retry_smaller(run, items, exc, on_shrink)
+        # Retried outside this block and without the traceback, whose frames hold the
+        # failed batch's memory.
+        out, failure = None, exc.with_traceback(None)
+    if out is None:
+        return retry_smaller(run, items, failure, on_shrink)
     if len(out) != len(items):
         raise RuntimeError(f"batch of {len(items)} gave {len(out)} results")
     return list(out)

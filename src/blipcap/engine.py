@@ -215,7 +215,7 @@ def _encode(stages: Stages, items: list[Prepared]) -> _Encoded:
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
-        return _Encoded(items, error=exc)  # redone in smaller pieces by _tokens
+        return _Encoded(items, error=exc.with_traceback(None))  # redone smaller by _tokens
 
 
 def _tokens(
@@ -225,19 +225,21 @@ def _tokens(
     good = [p for p in encoded.items if p.ok]
     if not good:
         return []
-    try:
-        if encoded.error is not None:
-            raise encoded.error
-        return stages.decode(encoded.value, options)
-    except Exception as exc:
-        if not is_out_of_memory(exc):
-            raise
-        encoded.value = None  # let the failed batch's memory go before the retries
+    failure = encoded.error
+    if failure is None:
+        try:
+            return stages.decode(encoded.value, options)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            # Without its traceback the error no longer holds the failed batch's tensors.
+            failure = exc.with_traceback(None)
+    encoded.value = encoded.error = None  # let the failed batch's memory go before the retries
 
-        def again(part: Sequence[Prepared]) -> list[Any]:
-            return stages.decode(stages.encode(part), options)
+    def again(part: Sequence[Prepared]) -> list[Any]:
+        return stages.decode(stages.encode(part), options)
 
-        return retry_smaller(again, good, exc, sizer.shrink)
+    return retry_smaller(again, good, failure, sizer.shrink)
 
 
 def _finish(stages, encoded, options, sizer, finisher, provenance, bar) -> Iterator[Caption]:
