@@ -204,7 +204,7 @@ def overhead_bench(tmp: Path, count: int) -> dict:
         "unchanged_rescan_ms": round(1000 * rescan_s / count, 3),
     }
     try:  # the same with OCR (RapidOCR), on a sample: OCR is the costly part
-        import rapidocr_onnxruntime  # noqa: F401
+        import rapidocr  # noqa: F401
     except ImportError:
         return result
     sample = tmp / "ocr-sample"

@@ -3,7 +3,7 @@
     python benchmarks/ocr.py                  # RapidOCR and Tesseract (when installed)
     python benchmarks/ocr.py --pages 2 --engines rapidocr
 
-Two kinds of pages:
+Two kinds of pages (``--dpi`` renders them at other resolutions too):
 - the scanned book page scikit-image ships (``skimage.data.page()``, 384x191,
   uneven lighting), transcribed by hand below;
 - pages rendered from known text at 300 DPI (11 pt DejaVu Sans / Serif) and
@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from blipcap.documents import ocr_image
+from blipcap.documents import get_ocr_engine, ocr_image
 
 SKIMAGE_PAGE = """Region-based segmentation
 Let us first determine markers of the coins and the
@@ -130,6 +130,12 @@ def main() -> None:
     )
     parser.add_argument("--pages", type=int, default=4, help="rendered pages per condition")
     parser.add_argument("--engines", default="rapidocr,tesseract")
+    parser.add_argument(
+        "--dpi",
+        default="300",
+        help="comma-separated resolutions to render the pages at (e.g. 150,200,300); "
+        "the poor scan is always rendered at 300 DPI and scanned at half of it",
+    )
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     engines = [e for e in args.engines.split(",") if e != "tesseract" or shutil.which("tesseract")]
@@ -144,10 +150,20 @@ def main() -> None:
     import skimage.data
 
     skimage_page = Image.fromarray(skimage.data.page()).convert("RGB")
-    pages = []
-    for i in range(args.pages):
-        paragraphs = [PARAGRAPHS[(i + k) % len(PARAGRAPHS)] for k in range(2)]
-        pages.append(render_page(paragraphs, FONTS[i % len(FONTS)]))
+    dpis = [int(d) for d in args.dpi.split(",")]
+    conditions = [(dpi, level) for dpi in dpis for level in ("clean", "scan")]
+    conditions.append((300, "poor scan"))
+    pages = {
+        dpi: [
+            render_page(
+                [PARAGRAPHS[(i + k) % len(PARAGRAPHS)] for k in range(2)],
+                FONTS[i % len(FONTS)],
+                dpi=dpi,
+            )
+            for i in range(args.pages)
+        ]
+        for dpi in {*dpis, 300}
+    }
     for engine in engines:
         ocr_image(
             Image.new("RGB", (64, 64), "white"), engine
@@ -158,21 +174,23 @@ def main() -> None:
             "cer": round(cer(SKIMAGE_PAGE, ocr_image(skimage_page, engine).text), 4)
         }
         rows["skimage_page"]["seconds"] = round(time.perf_counter() - t, 2)
-        for level in ("clean", "scan", "poor scan"):
+        for dpi, level in conditions:
             errors, seconds = [], []
-            for i, (page, truth) in enumerate(pages):
+            for i, (page, truth) in enumerate(pages[dpi]):
                 image = degrade(page, level, seed=i)
                 t = time.perf_counter()
                 text = ocr_image(image, engine).text
                 seconds.append(time.perf_counter() - t)
                 errors.append(cer(truth, text))
-            rows[level] = {
-                "pages": len(pages),
+            name = level if dpis == [300] or level == "poor scan" else f"{dpi} dpi {level}"
+            rows[name] = {
+                "pages": len(pages[dpi]),
                 "cer_mean": round(float(np.mean(errors)), 4),
                 "cer_max": round(float(np.max(errors)), 4),
                 "seconds_per_page": round(float(np.mean(seconds)), 2),
                 "page_px": f"{image.width}x{image.height}",
             }
+        rows["models"] = getattr(get_ocr_engine(engine), "models", None)
         result["cer"][engine] = rows
         print(json.dumps({engine: rows}), file=sys.stderr)
     text = json.dumps(result, indent=2)

@@ -12,8 +12,7 @@ command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2
 command -v npm >/dev/null || need+=(nodejs npm)  # axe-core for the web page's accessibility test
 # The TrueType font the OCR tests and benchmarks render known text with.
 [[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || need+=(fonts-dejavu-core)
-# OpenCV (pulled in by rapidocr-onnxruntime) loads libGL and GLib when imported.
-ldconfig -p | grep -q 'libGL\.so\.1 ' || need+=(libgl1)
+# OpenCV (opencv-python-headless, pulled in by rapidocr) loads GLib when imported.
 ldconfig -p | grep -q 'libglib-2\.0\.so\.0 ' || need+=(libglib2.0-0)
 
 if ((${#need[@]})); then
@@ -24,9 +23,10 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# Test-only JavaScript (axe-core; the SARIF 2.1.0 schema), pinned by tests/e2e/package-lock.json.
+# Test-only JavaScript (axe-core; the SARIF 2.1.0 schema; onnxruntime-web, which
+# `blipcap export web` copies into its bundles), pinned by tests/e2e/package-lock.json.
 e2e="$(dirname "$0")/../tests/e2e"
-if [[ ! -f "$e2e/node_modules/axe-core/axe.min.js" || ! -f "$e2e/node_modules/@microsoft/jest-sarif/lib/schemas/sarif-2.1.0-rtm.5.json" ]]; then
+if [[ ! -f "$e2e/node_modules/axe-core/axe.min.js" || ! -f "$e2e/node_modules/@microsoft/jest-sarif/lib/schemas/sarif-2.1.0-rtm.5.json" || ! -f "$e2e/node_modules/onnxruntime-web/dist/ort.wasm.min.mjs" ]]; then
   echo "installing tests/e2e JavaScript packages (npm ci)" >&2
   npm ci --prefix "$e2e" --no-audit --no-fund --silent
 fi

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ci_required import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the model hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -19,8 +19,7 @@ from .errors import (
 )
 from .options import PRESETS, CaptionOptions, resolve_options
 from .results import Caption, ItemError, Provenance
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "BlipcapError",

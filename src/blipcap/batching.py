@@ -363,8 +363,8 @@ def auto_batch_size(
     captioner, options, budget_bytes: int | None = None, cap: int | None = None
 ) -> int:
     """``batch_size="auto"`` for a :class:`~blipcap.captioner.Captioner` and these options."""
-    from . import __version__
     from .model.processing import synthetic_images
+    from .version import __version__
 
     backend = captioner.backend
     prompt_len, length, rows, estimate = _demand(captioner, options)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from . import __version__, engine
+from . import engine
 from .batching import BatchSizer, auto_batch_size, check_fits
 from .decoding import SpecialTokens, generate
 from .errors import BackendError, InputError, OptionsError
@@ -31,6 +31,7 @@ from .model.config import BlipConfig
 from .model.processing import ImagePreprocessor, Tokenizer
 from .options import CaptionOptions, resolve_options
 from .results import Caption, ItemError, Provenance
+from .version import __version__
 
 BACKENDS = ("auto", "torch", "onnx")
 

@@ -33,8 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
-from . import __version__
 from .errors import FetchError
+from .version import __version__
 
 __all__ = ["DEFAULT_MAX_BYTES", "FetchResult", "check_url", "fetch_url", "forbidden_reason"]
 

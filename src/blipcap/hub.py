@@ -50,26 +50,9 @@ SUPPORTED_MODELS = (
 )
 MODEL_ENV = "BLIPCAP_MODEL"
 ONNX_MANIFEST = "blipcap_onnx.json"
-
-# What a captioning checkpoint needs from a hub repository. The published BLIP
-# repositories also ship pytorch_model.bin and tf_model.h5 (1.8 GB each for
-# large): fetch the pickle only when a repository has no safetensors.
-HUB_PATTERNS = [
-    "config.json",
-    "model.safetensors",
-    "model-*-of-*.safetensors",
-    "model.safetensors.index.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "preprocessor_config.json",
-    "processor_config.json",
-    "generation_config.json",
-]
-BIN_PATTERNS = ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*-of-*.bin"]
-# Patterns for the fix-it command: a superset of HUB_PATTERNS that stays short.
-_CLI_INCLUDE = ["*.json", "*.safetensors", "*.txt"]
+# In config.json: set by blipcap.testing on its random-weight checkpoints, read
+# here so that every result from such a model is marked (Provenance.random_weights).
+RANDOM_WEIGHTS_KEY = "blipcap_random_weights"
 
 # The small files a model directory carries besides its weights: config, tokenizer, preprocessing.
 METADATA_FILES = (
@@ -82,6 +65,21 @@ METADATA_FILES = (
     "processor_config.json",
     "generation_config.json",
 )
+# What a captioning checkpoint needs from a hub repository. The published BLIP
+# repositories also ship pytorch_model.bin and tf_model.h5 (1.8 GB each for
+# large): fetch the pickle only when a repository has no safetensors, and the
+# TensorFlow file only when it has neither.
+HUB_PATTERNS = [
+    *METADATA_FILES,
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+]
+BIN_PATTERNS = ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*-of-*.bin"]
+# The last resort: TensorFlow weights, read by name with h5py (blipcap[tf]).
+TF_PATTERNS = ["tf_model.h5"]
+# Patterns for the fix-it command: a superset of HUB_PATTERNS that stays short.
+_CLI_INCLUDE = ["*.json", "*.safetensors", "*.txt"]
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -104,7 +102,7 @@ class ModelFiles:
     """Parsed config.json (None only for an ONNX directory without one)."""
     weights: Path | list[Path] | None
     """model.safetensors, else the shards of model.safetensors.index.json (a list), else
-    pytorch_model.bin (or its shards). None for an ONNX directory."""
+    pytorch_model.bin (or its shards), else tf_model.h5. None for an ONNX directory."""
     files: dict[str, str] = field(default_factory=dict)
     """File name relative to ``path`` (posix) -> sha256 hex digest."""
     source: Literal["hub", "local"] = "local"
@@ -123,8 +121,6 @@ class ModelFiles:
     @property
     def random_weights(self) -> bool:
         """True for the random-weight test checkpoints of :mod:`blipcap.testing`."""
-        from .testing import RANDOM_WEIGHTS_KEY
-
         return bool((self.config or {}).get(RANDOM_WEIGHTS_KEY))
 
 
@@ -443,6 +439,8 @@ def _find_weights(path: Path) -> Path | list[Path] | None:
         return path / "pytorch_model.bin"
     if (path / "pytorch_model.bin.index.json").is_file():
         return _shards(path / "pytorch_model.bin.index.json")
+    if (path / "tf_model.h5").is_file():
+        return path / "tf_model.h5"
     return None
 
 
@@ -500,6 +498,9 @@ def _resolve_hub(
             snapshot = Path(
                 snapshot_download(model_id, allow_patterns=HUB_PATTERNS + BIN_PATTERNS, **kwargs)
             )
+        if _find_weights(snapshot) is None:
+            patterns = HUB_PATTERNS + BIN_PATTERNS + TF_PATTERNS
+            snapshot = Path(snapshot_download(model_id, allow_patterns=patterns, **kwargs))
     except GatedRepoError:
         raise ModelNotFoundError(
             f"Model {model_id!r} is gated or private on the hub and this machine is not allowed to "

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-RANDOM_WEIGHTS_KEY = "blipcap_random_weights"
+from .hub import RANDOM_WEIGHTS_KEY
 
 
 @dataclass(frozen=True)

@@ -6,22 +6,19 @@ live counters, and check the page with axe-core (no violations).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
 from blipcap.social import PLATFORMS, count
+from tests.helpers import free_port, image_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -46,16 +43,7 @@ if not Path(CHROMIUM).exists():
 
 
 def png(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return image_bytes(seed, "PNG", (56, 40))
 
 
 @pytest.fixture(scope="module")

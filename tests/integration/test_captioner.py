@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
 import pytest
 from PIL import Image
 
 from blipcap import Captioner
 from blipcap.captioner import get_captioner
+from tests.helpers import image_bytes
 
 
 @pytest.fixture(scope="module")
@@ -18,10 +16,7 @@ def cap(tiny_checkpoint):
 
 
 def jpeg(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(buf, "JPEG")
-    return buf.getvalue()
+    return image_bytes(seed, "JPEG", (70, 50))
 
 
 def test_results_in_input_order_with_item_errors(cap, tmp_path):

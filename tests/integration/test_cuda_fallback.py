@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import image_bytes
+
 torch = pytest.importorskip("torch")
 
 from blipcap import Captioner  # noqa: E402
@@ -38,11 +40,7 @@ from blipcap.images import DEFAULT_LIMITS, ImageLimits, expand_inputs  # noqa: E
 
 
 def jpeg(seed: int, size=(70, 90), mode="RGB") -> bytes:
-    rng = np.random.default_rng(seed)
-    im = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
-    buf = io.BytesIO()
-    im.convert(mode).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
+    return image_bytes(seed, "JPEG", size, mode, quality=90)
 
 
 IMAGES = [jpeg(i, size=(60 + 7 * i, 50 + 5 * i)) for i in range(7)]

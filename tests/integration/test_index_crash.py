@@ -23,7 +23,7 @@ DRIVER = textwrap.dedent(
     import hashlib, os, sys, time
     import numpy as np
     from blipcap.results import Caption, Provenance
-    import blipcap.cli.index as index_cli
+    import blipcap.captioner as captioner_module
     import blipcap.index.embeddings as embeddings
     from blipcap.cli import main
 
@@ -54,7 +54,7 @@ DRIVER = textwrap.dedent(
         def embed_one(self, text):
             return self.embed([text])[0]
 
-    index_cli.open_captioner = lambda *args: Fake()
+    captioner_module.get_captioner = lambda *args, **kwargs: Fake()  # loaded like a model
     embeddings.get_embedder = lambda: Embed()
     main(["index", *sys.argv[1:]])
     """

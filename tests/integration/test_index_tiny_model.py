@@ -30,7 +30,7 @@ def photos(tmp_path):
 
 
 def test_index_search_with_the_tiny_model(tmp_path, photos, tiny_checkpoint):
-    pytest.importorskip("rapidocr_onnxruntime")
+    pytest.importorskip("rapidocr")
     db = tmp_path / "index.db"
     model = ["--model", str(tiny_checkpoint), "--backend", "torch", "--device", "cpu"]
     runner = CliRunner()

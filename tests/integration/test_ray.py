@@ -9,16 +9,15 @@ the new one.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from tests.helpers import image_bytes
 
 ray = pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -30,10 +29,7 @@ pytestmark = pytest.mark.slow
 
 
 def jpeg(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (40 + seed, 56, 3), dtype=np.uint8)).save(buf, "JPEG")
-    return buf.getvalue()
+    return image_bytes(seed, "JPEG", (56, 40 + seed))
 
 
 @pytest.fixture(scope="module")

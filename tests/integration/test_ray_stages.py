@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import image_bytes
+
 pa = pytest.importorskip("pyarrow")
 pafs = pytest.importorskip("pyarrow.fs")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -26,10 +28,7 @@ from blipcap.errors import InputError, OptionsError  # noqa: E402
 
 
 def jpeg(seed: int, size=(30, 20)) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(buf, "JPEG")
-    return buf.getvalue()
+    return image_bytes(seed, "JPEG", size)
 
 
 @pytest.fixture

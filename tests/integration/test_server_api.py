@@ -4,62 +4,16 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import io
-import threading
-import time
 
-import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
 from blipcap.captioner import Captioner  # noqa: E402
 from blipcap.server import ServerConfig, create_app  # noqa: E402
-
-
-def image_bytes(seed: int, fmt: str = "PNG", size=(48, 40)) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(buf, fmt)
-    return buf.getvalue()
-
-
-class Live:
-    """uvicorn serving ``app`` on 127.0.0.1 and a free port, in a thread."""
-
-    def __init__(self, app, ready: bool = True):
-        self.app = app
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.client = httpx.Client(base_url=self.url, timeout=60)
-        if ready:
-            self.wait_ready()
-
-    def wait_ready(self):
-        deadline = time.monotonic() + 60
-        while self.client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, self.client.get("/readyz").json()
-            time.sleep(0.02)
-
-    @property
-    def state(self):
-        return self.app.state.blipcap
-
-    def close(self):
-        self.client.close()
-        self.server.should_exit = True
-        self.thread.join(30)
+from tests.helpers import LiveServer as Live  # noqa: E402
+from tests.helpers import image_bytes  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from test_server_api import Live, image_bytes  # noqa: E402
-
 from blipcap import fetch, images  # noqa: E402
 from blipcap.captioner import Captioner  # noqa: E402
 from blipcap.server import ServerConfig, create_app  # noqa: E402
+from tests.helpers import LiveServer as Live  # noqa: E402
+from tests.helpers import image_bytes  # noqa: E402
 
 PUBLIC = "93.184.216.34"  # a public address; connections to it are routed to the local host
 PNG = image_bytes(11)

@@ -11,11 +11,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 pytest.importorskip("fastapi")
 
-from test_server_api import Live, image_bytes  # noqa: E402
-
 from blipcap.captioner import Captioner  # noqa: E402
 from blipcap.server import ServerConfig, create_app  # noqa: E402
 from blipcap.text import to_alt_text  # noqa: E402
+from tests.helpers import LiveServer as Live  # noqa: E402
+from tests.helpers import image_bytes  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +102,48 @@ def test_alt_text_checks_an_html_fragment(live, captioner):
         '<img src="' + data_uri(png) + f'" alt="{to_alt_text(caption)}">',
     )
     assert body["random_weights"] is True
+
+
+def test_a_fragment_is_judged_as_blipcap_alt_text_judges_the_page(live, tiny_checkpoint, tmp_path):
+    """The endpoint runs the CLI's engine: SVG titles, linked images and repeats as there."""
+    from blipcap.alttext.engine import AltTextOptions, run_alt_text
+    from blipcap.alttext.sources import BlipCaptions
+
+    png = data_uri(image_bytes(10))
+    svg = (
+        "data:image/svg+xml;base64,"
+        + base64.b64encode(
+            b'<svg xmlns="http://www.w3.org/2000/svg"><title>Sales by region</title></svg>'
+        ).decode()
+    )
+    html = (
+        f'<img src="{png}">\n'
+        f'<img src="{svg}">\n'
+        f'<a href="https://example.org/contact"><img src="{png}"></a>\n'
+        f'<img src="{png}" alt="image">\n'
+    )
+    r = live.client.post("/v1/alt-text", json={"html": html, "max_chars": 80})
+    assert r.status_code == 200, r.text
+    served = r.json()["findings"]
+    page = tmp_path / "page.html"
+    page.write_text(html)
+    captions = BlipCaptions(str(tiny_checkpoint), backend="torch", device="cpu")
+    run = run_alt_text([page], AltTextOptions(max_chars=80), captions=captions)
+    keys = ("status", "purpose", "proposed_alt", "reason", "caption", "image_error")
+    local = [
+        {
+            "status": f.status,
+            "purpose": f.purpose,
+            "proposed_alt": f.proposed,
+            "reason": f.reason,
+            "caption": f.image.caption if f.image else None,
+            "image_error": f.image.error if f.image else None,
+        }
+        for f in run.findings
+    ]
+    assert [{k: f[k] for k in keys} for f in served] == local
+    svg_finding = served[1]
+    assert svg_finding["image_error"] is None and "Sales by region" in svg_finding["proposed_alt"]
 
 
 def test_alt_text_request_errors(live):

@@ -21,12 +21,12 @@ from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.config import SchemathesisConfig
 
 pytest.importorskip("fastapi")
-from test_server_api import Live  # noqa: E402
 from test_server_features import indexed  # noqa: E402, F401  (a fixture: a tiny search index)
 
 from blipcap import fetch  # noqa: E402
 from blipcap.captioner import Captioner  # noqa: E402
 from blipcap.server import ServerConfig, create_app  # noqa: E402
+from tests.helpers import LiveServer as Live  # noqa: E402
 
 EXAMPLES = 40
 # A request can match the schema and still be refused for what its data is, which no schema

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import io
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,9 +13,9 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
+
+from tests.helpers import free_port, image_bytes
 
 pytest.importorskip("uvicorn")
 pytestmark = pytest.mark.slow
@@ -25,17 +23,8 @@ pytestmark = pytest.mark.slow
 BLIPCAP = shutil.which("blipcap", path=str(Path(sys.executable).parent))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def png(seed: int) -> str:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buf, "PNG")
-    return base64.b64encode(buf.getvalue()).decode()
+    return base64.b64encode(image_bytes(seed, "PNG", (32, 32))).decode()
 
 
 def metric(text: str, name: str) -> float:

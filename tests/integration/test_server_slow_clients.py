@@ -15,10 +15,10 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from test_server_api import Live, image_bytes  # noqa: E402
-
 from blipcap.captioner import Captioner  # noqa: E402
 from blipcap.server import ServerConfig, create_app  # noqa: E402
+from tests.helpers import LiveServer as Live  # noqa: E402
+from tests.helpers import image_bytes  # noqa: E402
 
 PNG = image_bytes(5)
 HEAD = (

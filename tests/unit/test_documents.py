@@ -151,3 +151,25 @@ def test_document_help_has_examples():
     assert result.exit_code == 0
     assert "Examples:" in result.output and "blipcap document letter.pdf" in result.output
     assert "--ocr [rapidocr|tesseract]" in result.output
+
+
+def test_a_short_line_boxed_over_much_of_the_image_is_dropped(monkeypatch):
+    """A detector's false find in a photo ("8" over the whole frame) is not text; a page
+    number or a short word in a line-sized box is."""
+    from PIL import Image
+
+    from blipcap.documents import OcrLine, ocr
+
+    class Engine:
+        name = "tesseract"
+
+        def recognize(self, image):
+            return [
+                OcrLine("8", (0, 0, 1000, 800), 0.9),  # the whole frame
+                OcrLine("12", (10, 10, 40, 30), 0.9),  # a page number
+                OcrLine("A long line of text", (0, 100, 900, 500), 0.9),
+            ], 0
+
+    monkeypatch.setattr(ocr, "get_ocr_engine", lambda engine, lang: Engine())
+    result = ocr.ocr_image(Image.new("RGB", (1000, 800)), "tesseract")
+    assert [ln.text for ln in result.lines] == ["12", "A long line of text"]

@@ -8,49 +8,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from blipcap import __version__
 from blipcap.cli import main
 from blipcap.errors import EvaluationError
 from blipcap.evaluation.agreement import compare_runs
 from blipcap.evaluation.golden import compare_golden
 from blipcap.evaluation.runs import Run, RunItem, read_run
 from blipcap.options import CaptionOptions, resolve_options
-from blipcap.results import Caption, ItemError, Provenance
-
-
-class FakeCaptioner:
-    """Captions by file name from a table; a name not in the table is an unreadable image."""
-
-    def __init__(self, table: dict[str, str], revision: str = "r1"):
-        self.table = table
-        self.revision = revision
-        self.random_weights = False
-        self.calls: list[tuple[list[str], CaptionOptions]] = []
-
-    def provenance_for(self, options: CaptionOptions) -> Provenance:
-        return Provenance(
-            "fake/model", self.revision, "torch", "float32", "cpu", options.to_dict(), __version__
-        )
-
-    def caption_iter(
-        self, images, preset=None, options=None, batch_size="auto", progress=False, **overrides
-    ):
-        opts = resolve_options(options, preset, **overrides)
-        images = [str(i) for i in images]
-        self.calls.append((images, opts))
-        for path in images:
-            name = Path(path).name
-            if name in self.table:
-                yield Caption(
-                    path, self.table[name], [self.table[name]], provenance=self.provenance_for(opts)
-                )
-            else:
-                error = ItemError("CorruptImageError", f"{path}: cannot decode")
-                yield Caption(path, None, error=error, provenance=self.provenance_for(opts))
-
-    def caption(self, images, **kw):
-        return list(self.caption_iter(images, **kw))
-
+from tests.fakes import CaptionTable, FakeCaptioner, register
 
 TABLE = {"a.jpg": "a red apple on a table", "b.jpg": "a blue car on a street", "c.jpg": "two dogs"}
 
@@ -65,8 +29,8 @@ def _write_golden(
 
 @pytest.fixture
 def fake(monkeypatch):
-    cap = FakeCaptioner(dict(TABLE))
-    monkeypatch.setattr("blipcap.cli.eval.open_captioner", lambda *a, **k: cap)
+    cap = FakeCaptioner(CaptionTable(TABLE), revision="r1")
+    register(monkeypatch, cap)
     return cap
 
 
@@ -87,7 +51,7 @@ def test_golden_passes_then_fails_on_one_changed_caption(tmp_path, fake, monkeyp
     assert paths == ["imgs/a.jpg", "imgs/b.jpg", "imgs/c.jpg"]
     assert used == options
 
-    fake.table["b.jpg"] = "a blue car parked on a street"
+    fake.describe["b.jpg"] = "a blue car parked on a street"
     drift = _run("--golden", "golden.jsonl")
     assert drift.exit_code == 1
     assert drift.output.splitlines() == [
@@ -102,7 +66,7 @@ def test_golden_json_report_and_provenance_note(tmp_path, fake, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _write_golden(tmp_path / "golden.jsonl", fake, ["a.jpg", "b.jpg"], CaptionOptions())
     fake.revision = "r2"
-    fake.table.pop("a.jpg")  # now unreadable: an error where the golden run had a caption
+    fake.describe.pop("a.jpg")  # now unreadable: an error where the golden run had a caption
     result = _run("--golden", "golden.jsonl", "--json")
     assert result.exit_code == 1
     doc = json.loads(result.output)

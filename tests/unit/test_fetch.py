@@ -8,7 +8,6 @@ server; every other address goes through the real policy untouched.
 
 from __future__ import annotations
 
-import io
 import shutil
 import socket
 import ssl
@@ -19,23 +18,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from PIL import Image
 
 from blipcap import fetch
 from blipcap.errors import FetchError
 from blipcap.fetch import FetchResult, check_url, fetch_url, forbidden_reason
 from blipcap.images import expand_inputs, load_image, load_input
+from tests.helpers import free_port, solid_image_bytes
 
 PUBLIC = "93.184.216.34"
 
 
-def png_bytes() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (6, 4), (10, 20, 250)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-PNG = png_bytes()
+PNG = solid_image_bytes((6, 4), (10, 20, 250))
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -423,9 +416,7 @@ def test_http_errors(server):
 
 
 def test_connection_refused():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again before the fetch: nothing listens
+    port = free_port()  # closed again before the fetch: nothing listens
     with pytest.raises(
         FetchError, match=rf"cannot connect to 127\.0\.0\.1 port {port} \(connection refused\)"
     ):

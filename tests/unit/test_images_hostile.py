@@ -351,7 +351,9 @@ def test_fifo_swapped_in_after_the_check_is_still_refused(fifo, tmp_path, monkey
 
 def test_index_reports_a_fifo_and_indexes_the_rest(fifo, tmp_path):
     from blipcap.index import Indexer, open_store
-    from tests.unit.test_index_indexer import FakeCaptioner, WordEmbedder, make
+    from tests.fakes import FakeCaptioner
+    from tests.fakes import LengthEmbedder as WordEmbedder
+    from tests.helpers import image_file as make
 
     make(tmp_path / "good.jpg", (200, 0, 0))
     make(tmp_path / "good2.png", (0, 200, 0))

@@ -6,56 +6,14 @@ import json
 import os
 import shutil
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from blipcap.index import Indexer, IndexOptions, open_store, xmp
-from blipcap.results import Caption, ItemError, Provenance
-
-
-class FakeCaptioner:
-    """Captions an image by its mean colour; counts model invocations per image."""
-
-    random_weights = False
-
-    def __init__(self):
-        self.invocations = 0
-        self.batches = []
-
-    def caption(self, images, batch_size="auto", **kwargs):
-        images = list(images)
-        self.batches.append(len(images))
-        self.invocations += len(images)
-        out = []
-        for im in images:
-            r, g, b = (int(v) for v in np.asarray(im).reshape(-1, 3).mean(0))
-            prov = Provenance("fake", None, "fake", "float32", "cpu", {}, "0", random_weights=False)
-            if r == 13:  # a colour the model "fails" on
-                out.append(Caption(None, None, error=ItemError("BackendError", "model failed")))
-            else:
-                out.append(Caption(None, f"a photo of colour {r} {g} {b}", provenance=prov))
-        return out
-
-
-class WordEmbedder:
-    name = "fake"
-
-    def embed(self, texts):
-        return np.array(
-            [[len(t) % 7 + 1.0, 1.0] / np.hypot(len(t) % 7 + 1.0, 1.0) for t in texts],
-            dtype=np.float32,
-        )
-
-    def embed_one(self, text):
-        return self.embed([text])[0]
-
-
-def make(path, colour, size=(32, 24), **save):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, colour).save(path, **save)
-    return path
+from tests.fakes import FakeCaptioner, register
+from tests.fakes import LengthEmbedder as WordEmbedder
+from tests.helpers import image_file as make
 
 
 @pytest.fixture
@@ -100,7 +58,10 @@ def test_first_run_then_nothing_to_do(tmp_path, photos):
         )
     assert rec["caption"] == "a photo of colour 200 0 0"
     assert (rec["width"], rec["height"], rec["format"]) == (32, 24, "PNG")
-    assert rec["provenance"]["model"] == "fake" and rec["provenance"]["machine_generated"] is True
+    assert (
+        rec["provenance"]["model"] == "fake/model"
+        and rec["provenance"]["machine_generated"] is True
+    )
     assert rec["paths"] == [str(photos / "red.png")]
     assert Image.open(__import__("io").BytesIO(rec["thumbnail"])).format == "JPEG"
 
@@ -256,12 +217,10 @@ def test_hostile_sidecar_is_ignored(tmp_path):
 
 
 def test_index_cli_json_summary_is_the_last_line(tmp_path, photos, monkeypatch):
-    from blipcap.cli import index as index_cli
     from blipcap.cli import main
 
     cap = FakeCaptioner()
-    opened = []
-    monkeypatch.setattr(index_cli, "open_captioner", lambda *a: opened.append(a) or cap)
+    opened = register(monkeypatch, cap)
     monkeypatch.setattr("blipcap.index.embeddings.get_embedder", lambda: WordEmbedder())
     (photos / "bad.png").write_bytes(b"nope")
     db = tmp_path / "i.db"

@@ -11,26 +11,7 @@ import pytest
 from blipcap.errors import BlipcapError, OptionsError
 from blipcap.index import ImageRecord, PathRecord, SearchFilters, WriteBatch, open_store, rrf_fuse
 from blipcap.index.sqlite import SQLiteStore, fts_match
-
-
-class WordEmbedder:
-    """A fake embedder: one dimension per known word, so similarity is word overlap."""
-
-    name = "fake-words"
-    VOCAB = ["dog", "beach", "cat", "sofa", "invoice", "receipt", "cake", "birthday"]
-
-    def embed(self, texts):
-        out = np.zeros((len(texts), len(self.VOCAB)), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for j, word in enumerate(self.VOCAB):
-                out[i, j] = text.lower().count(word)
-            norm = np.linalg.norm(out[i])
-            if norm:
-                out[i] /= norm
-        return out
-
-    def embed_one(self, text):
-        return self.embed([text])[0]
+from tests.fakes import WordEmbedder
 
 
 def record(

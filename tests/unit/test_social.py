@@ -21,6 +21,7 @@ from blipcap.social import (
     rank,
     truncate,
 )
+from tests.fakes import FakeCaptioner
 
 X, MASTODON, BLUESKY, INSTAGRAM = (PLATFORMS[k] for k in ("x", "mastodon", "bluesky", "instagram"))
 
@@ -320,22 +321,8 @@ def test_social_options_map_to_sampling():
         SocialOptions(variants=0)
 
 
-class FakeCaptioner:
-    random_weights = True
-
-    def __init__(self):
-        self.calls = []
-
-    def caption(self, images, options=None, progress=False):
-        self.calls.append((list(images), options))
-        return [
-            Caption(path=str(i), caption=f"a dog number {i}", captions=[f"a dog number {i}"])
-            for i in images
-        ]
-
-
 def test_describe_captions_once_for_all_platforms():
-    cap = FakeCaptioner()
+    cap = FakeCaptioner(lambda i: f"a dog number {i}", random_weights=True)
     posts = describe(cap, ["a", "b"], ["x", "mastodon"], SocialOptions(hashtags=True))
     assert len(cap.calls) == 1
     assert [(p.path, p.platform) for p in posts] == [

@@ -35,6 +35,10 @@ _SCHEMA = [
         PRIMARY KEY (sha256, engine)
     );
     """,
+    # migration 2: the caption's confidence score (NULL when the model gave none)
+    """
+    ALTER TABLE captions ADD COLUMN confidence REAL;
+    """,
 ]
 
 
@@ -76,25 +80,35 @@ class CaptionCache:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def get_caption(self, sha256: str, model_key: str) -> tuple[str, bool, dict | None] | None:
-        """``(caption, random_weights, provenance)`` or None."""
+    def get_caption(
+        self, sha256: str, model_key: str
+    ) -> tuple[str, bool, dict | None, float | None] | None:
+        """``(caption, random_weights, provenance, confidence)`` or None."""
         row = self._db.execute(
-            "SELECT caption, random_weights, provenance FROM captions WHERE sha256=? AND model_key=?",
+            "SELECT caption, random_weights, provenance, confidence FROM captions "
+            "WHERE sha256=? AND model_key=?",
             (sha256, model_key),
         ).fetchone()
         if row is None:
             self.misses += 1
             return None
         self.hits += 1
-        return row[0], bool(row[1]), json.loads(row[2]) if row[2] else None
+        return row[0], bool(row[1]), json.loads(row[2]) if row[2] else None, row[3]
 
-    def put_captions(self, rows: list[tuple[str, str, str, bool, dict | None]]) -> None:
-        """Store ``(sha256, model_key, caption, random_weights, provenance)`` rows in one transaction."""
+    def put_captions(self, rows: list[tuple]) -> None:
+        """Store ``(sha256, model_key, caption, random_weights, provenance[, confidence])`` rows.
+
+        One transaction for all rows.
+        """
         now = time.time()
         with self._db:
             self._db.executemany(
-                "INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?, ?, ?)",
-                [(s, k, c, int(r), json.dumps(p) if p else None, now) for s, k, c, r, p in rows],
+                "INSERT OR REPLACE INTO captions (sha256, model_key, caption, random_weights, "
+                "provenance, created, confidence) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (s, k, c, int(r), json.dumps(p) if p else None, now, rest[0] if rest else None)
+                    for s, k, c, r, p, *rest in rows
+                ],
             )
 
     def get_ocr(self, sha256: str, engine: str) -> tuple[str, float | None] | None:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from ..errors import InputError
+from .approved import ApprovedAlts
 from .cache import CaptionCache
+from .doubts import DEFAULT_MIN_CONFIDENCE, confidence_score, is_chart_text
 from .encoding import Decoded, EncodingError, decode
 from .judge import (
     JudgeOptions,
@@ -26,7 +29,7 @@ from .judge import (
     judge_markup,
     needs_image,
 )
-from .model import Finding, ImageInfo
+from .model import Element, Finding, ImageInfo
 from .rules import RULES
 from .scan_html import scan_html
 from .scan_markdown import scan_markdown
@@ -55,7 +58,17 @@ class CaptionSource(Protocol):
 
     def caption(
         self, images: list, progress: bool = False
-    ) -> tuple[list[tuple[str | None, str | None]], dict, bool]: ...
+    ) -> tuple[list[tuple[str | None, str | None]], dict, bool]:
+        """([(caption, error)] or [(caption, error, confidence)], provenance, random_weights).
+
+        ``confidence`` is optional: a number in 0..1 or anything
+        :func:`~blipcap.alttext.doubts.confidence_score` reads.
+        """
+        ...
+
+
+ImageReader = Callable[[Resolved], bytes]
+"""An image's bytes, or :class:`InputError` saying why not (default: :func:`.sources.read_bytes`)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,7 @@ class AltTextOptions:
     max_chars: int = 150
     base_dir: Path | None = None
     fetch_remote: bool = False
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
 
 
 @dataclass
@@ -84,6 +98,7 @@ class Stats:
     caption_cache_hits: int = 0
     ocr_read: int = 0
     ocr_cache_hits: int = 0
+    approved_reused: int = 0
 
 
 @dataclass
@@ -106,10 +121,30 @@ class Run:
     def failed_pages(self) -> list[Page]:
         return [p for p in self.pages if p.error]
 
+    @property
+    def for_a_person(self) -> list[Finding]:
+        return [f for f in self.findings if needs_person(f)]
+
 
 def needs_fixing(f: Finding) -> bool:
     """A problem above note level (a long-description note alone does not fail --check)."""
     return any(RULES[p.rule][3] != "note" for p in f.problems)
+
+
+def needs_person(f: Finding) -> bool:
+    """Needs fixing, and either nothing was proposed or the proposal is in doubt."""
+    return needs_fixing(f) and (f.proposed is None or bool(f.doubts))
+
+
+def person_reason(f: Finding) -> str:
+    """Why a person must look at ``f`` (empty when they need not)."""
+    if not needs_person(f):
+        return ""
+    if f.doubts:
+        return "; ".join(d.message for d in f.doubts)
+    if f.image is not None and f.image.error:
+        return f"nothing proposed: {f.image.error}"
+    return f"nothing proposed: {f.reason}" if f.reason else "nothing proposed"
 
 
 def collect(paths: list[str | os.PathLike[str]], base_dir: Path | None = None) -> list[Page]:
@@ -191,15 +226,24 @@ def run_alt_text(
     ocr: OcrReader | None = None,
     cache: CaptionCache | None = None,
     progress: bool = False,
+    approved: ApprovedAlts | None = None,
+    reader: ImageReader | None = None,
 ) -> Run:
-    """Scan ``paths`` and decide every text alternative; with ``captions``, propose new alt text."""
-    judge_opts = JudgeOptions(max_chars=options.max_chars)
+    """Scan ``paths`` and decide every text alternative; with ``captions``, propose new alt text.
+
+    With ``approved``, an image a reviewer already wrote alt text for (same
+    bytes, same role) gets that text again instead of a machine proposal.
+
+    ``reader`` replaces how image bytes are read (the HTTP service reads only
+    data: URIs and URLs, never its own disk).
+    """
+    judge_opts = JudgeOptions(max_chars=options.max_chars, min_confidence=options.min_confidence)
     run = Run(pages=collect(paths, options.base_dir))
     for page in _bar(run.pages, progress, "scanning pages"):
         scan_page(page, judge_opts)
     run.stats.files = len(run.pages)
     run.stats.elements = len(run.findings)
-    if captions is None and ocr is None:
+    if captions is None and ocr is None and approved is None:
         return run
     cache = cache or CaptionCache(None)
     pending = [(p, f) for p in run.pages for f in p.findings if needs_image(f)]
@@ -212,7 +256,7 @@ def run_alt_text(
             ref = resolve(src, page.path, page.base_dir)
             img = images.get(ref.key)
             if img is None:
-                img = _read(ref, options, run)
+                img = _read(ref, options, run, reader)
                 images[ref.key] = img
                 if img.info.sha256 and img.info.sha256 in by_sha:
                     img = by_sha[img.info.sha256]  # same content under another name
@@ -226,6 +270,8 @@ def run_alt_text(
             chosen[id(f)] = first_error or _Image(
                 Resolved(""), None, ImageInfo(error="the element names no image source")
             )
+    if approved is not None:
+        pending = [(p, f) for p, f in pending if not _reuse(f, chosen[id(f)].info, approved, run)]
     if ocr is not None:
         _read_text(list(by_sha.values()), ocr, cache, run, progress)
     if captions is not None:
@@ -236,9 +282,35 @@ def run_alt_text(
     return run
 
 
-def _read(ref: Resolved, options: AltTextOptions, run: Run) -> _Image:
+def _reuse(f: Finding, info: ImageInfo, approved: ApprovedAlts, run: Run) -> bool:
+    """Give ``f`` the alt a reviewer approved for the same image in the same role, if any."""
+    if info.error or not info.sha256:
+        return False
+    e = f.element
+    alt = approved.lookup(info.sha256, approved_link(e))
+    if alt is None:
+        return False
+    f.image = info
+    f.proposed = alt
+    f.purpose = "functional" if is_functional(e) else ("decorative" if alt == "" else "informative")
+    f.reason = "approved by a reviewer for this image before"
+    f.doubts = []  # a person already decided
+    run.stats.approved_reused += 1
+    return True
+
+
+def approved_link(e: Element) -> str | None:
+    """The role an approval is tied to: the link target of a functional image, else None."""
+    if not is_functional(e):
+        return None
+    ctx = e.context
+    target = ctx.form_action if e.kind == "input-image" else ctx.link_href
+    return (target or "").strip() or "#"
+
+
+def _read(ref: Resolved, options: AltTextOptions, run: Run, reader: ImageReader | None) -> _Image:
     try:
-        data = read_bytes(ref, fetch_remote=options.fetch_remote)
+        data = reader(ref) if reader else read_bytes(ref, fetch_remote=options.fetch_remote)
     except InputError as exc:
         return _Image(ref, None, ImageInfo(error=describe_error(exc)))
     run.stats.images_read += 1
@@ -300,14 +372,15 @@ def _read_text(
                 continue
             run.stats.ocr_read += 1
             cache.put_ocr(sha, ocr.name, text, coverage)
-        if is_image_of_text(text, coverage):
+        # A chart's axis labels cover little of it, but they are what marks it as a chart.
+        if is_image_of_text(text, coverage) or is_chart_text(text):
             img.info.ocr_text = text
             img.info.ocr_coverage = coverage
 
 
 def _needs_caption(f: Finding, info: ImageInfo) -> bool:
-    if info.error or info.ocr_text:
-        return False
+    if info.error or (info.ocr_text and not is_chart_text(info.ocr_text)):
+        return False  # a chart's axis numbers are not its alt: it gets a caption as a draft
     if info.width is not None and info.height is not None and info.width <= 2 and info.height <= 2:
         return False
     e = f.element
@@ -336,7 +409,8 @@ def _caption(
             missing.append(img)
             continue
         run.stats.caption_cache_hits += 1
-        img.info.caption, img.info.random_weights, prov = hit
+        img.info.caption, img.info.random_weights, prov = hit[:3]
+        img.info.confidence = hit[3] if len(hit) > 3 else None
         run.random_weights |= img.info.random_weights
         run.provenance = run.provenance or prov
     if not missing:
@@ -346,14 +420,16 @@ def _caption(
     run.provenance = provenance or run.provenance
     run.random_weights |= random_weights
     rows = []
-    for img, (text, error) in zip(missing, results, strict=True):
+    for img, result in zip(missing, results, strict=True):
+        text, error = result[0], result[1]
         if error or not text:
             img.info.error = error or "the model returned an empty caption"
             continue
         img.info.caption = text
         img.info.random_weights = random_weights
+        img.info.confidence = confidence_score(result[2]) if len(result) > 2 else None
         run.stats.captioned += 1
-        rows.append((img.info.sha256, key, text, random_weights, provenance))
+        rows.append((img.info.sha256, key, text, random_weights, provenance, img.info.confidence))
     cache.put_captions(rows)
 
 

@@ -20,7 +20,8 @@ from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 from ..text import cut_at_word, strip_lead_in, to_alt_text
-from .model import Element, Finding, ImageInfo, Problem
+from .doubts import DEFAULT_MIN_CONFIDENCE, degenerate, is_chart_text
+from .model import Doubt, Element, Finding, ImageInfo, Problem
 from .rules import alt_problems, covered_by, normalize, repeats, strip_template
 
 DEFAULT_MAX_CHARS = 150
@@ -41,6 +42,8 @@ _REWRITABLE = {"alt-redundant-prefix", "alt-too-long"}
 @dataclass(frozen=True)
 class JudgeOptions:
     max_chars: int = DEFAULT_MAX_CHARS
+    # A caption whose confidence score is below this goes to a person (0 turns the check off).
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
 
 
 def _hidden(e: Element) -> bool:
@@ -75,7 +78,18 @@ def is_functional(e: Element) -> bool:
 
 
 def describe_href(href: str | None) -> str | None:
-    """A short name for a link's destination taken from its URL, or None when the URL says nothing."""
+    """A short name for a link's destination taken from its URL, or None when the URL says nothing.
+
+    A name without a word in it (``href="[…]"``, a placeholder in tutorials) says nothing.
+    """
+    name = _describe_href(href)
+    return name if name and _HAS_WORD.search(name) else None
+
+
+_HAS_WORD = re.compile(r"[^\W\d_]{2,}")
+
+
+def _describe_href(href: str | None) -> str | None:
     if not href:
         return None
     href = href.strip()
@@ -143,8 +157,31 @@ def _shorten(alt: str, max_chars: int) -> str:
     return to_alt_text(text, max_chars, from_image_text=True)
 
 
+def is_image_map(e: Element) -> bool:
+    """An image-map area, or the image that carries the map (``<img usemap>``)."""
+    return e.kind == "area" or bool((e.attrs.get("usemap") or "").strip())
+
+
+# Proposals taken from the author's own words: no person needs to confirm them.
+_AUTHORED = ("rewrote the existing text", "the link's or control's title")
+
+
 def judge_markup(e: Element, opts: JudgeOptions = JudgeOptions()) -> Finding:
     """Everything that can be decided from the markup alone."""
+    f = _judge_markup(e, opts)
+    if f.status != "ok" and is_image_map(e) and f.reason not in _AUTHORED:
+        what = "image-map area" if e.kind == "area" else "image that carries an image map"
+        f.doubts.append(
+            Doubt(
+                "image-map",
+                f"an {what}: only a person knows what each region links to and what the map "
+                "is for; write its alt by hand",
+            )
+        )
+    return f
+
+
+def _judge_markup(e: Element, opts: JudgeOptions) -> Finding:
     functional = is_functional(e)
     hidden = _hidden(e)
     problems: list[Problem] = []
@@ -247,7 +284,12 @@ def _functional_fallback(f: Finding, opts: JudgeOptions) -> bool:
 
 
 def judge_image(f: Finding, info: ImageInfo, opts: JudgeOptions = JudgeOptions()) -> Finding:
-    """Finish a decision that needed the image: size, OCR text, caption."""
+    """Finish a decision that needed the image: size, OCR text, caption.
+
+    A proposal a person must check before it is written gets a :class:`Doubt`:
+    a caption below ``opts.min_confidence`` or visibly broken, a chart or
+    diagram, an image map, a link or button whose purpose the page does not say.
+    """
     f.image = info
     e = f.element
     functional = f.purpose == "functional" or is_functional(e)
@@ -257,27 +299,20 @@ def judge_image(f: Finding, info: ImageInfo, opts: JudgeOptions = JudgeOptions()
         if functional and _functional_fallback(f, opts):
             f.purpose = "functional"
             return f  # the destination names it; the image itself was not needed
+        if e.kind == "area" and not e.sources:
+            # An area has no image of its own: nothing is unreadable, there is just no name.
+            f.purpose, f.status = "functional", "manual"
+            f.reason = "an image-map area whose link target names nothing"
+            return f
         f.problems.append(Problem("image-unreadable", info.error))
         f.status = "manual"
         f.reason = "the image could not be read, so nothing is proposed"
         return f
+    if info.ocr_text and is_chart_text(info.ocr_text):
+        # Axis numbers are not a description: never an alt, only a hint for the person.
+        return _complex(f, info, opts, "the text in the image is mostly numbers and axis labels")
     if info.ocr_text:
-        text = info.ocr_text
-        if not functional and repeats(text, _neighbours(e)):
-            return _decorative(f, "the text in the image is also on the page")
-        f.purpose = "functional" if functional else "text"
-        alt = text
-        if functional and (describe_href(e.context.link_href) or "").lower().endswith("home page"):
-            alt = f"{text} home page"
-        f.proposed = to_alt_text(alt, opts.max_chars, from_image_text=True)
-        f.reason = "the text in the image (OCR)"
-        if len(text) > opts.max_chars:
-            f.purpose = "complex"
-            f.problems.append(
-                Problem("long-description-needed", "the image holds more text than fits in alt")
-            )
-            f.notes.append(f"Put the image's full text on the page: {text}")
-        return f
+        return _image_of_text(f, info.ocr_text, functional, opts)
     if functional:
         f.purpose = "functional"
         if _functional_fallback(f, opts):
@@ -285,29 +320,111 @@ def judge_image(f: Finding, info: ImageInfo, opts: JudgeOptions = JudgeOptions()
         if info.caption:
             f.proposed = to_alt_text(info.caption, opts.max_chars)
             f.reason = "caption (check that it names the link's destination or the button's action)"
+            f.doubts.append(
+                Doubt(
+                    "unclear-function",
+                    "the page does not say where this link goes or what this button does; "
+                    "the caption describes the picture, not its purpose",
+                )
+            )
+            _caption_doubts(f, info, opts)
             return f
     if not info.caption:
         f.reason = "no caption available"
         return f
-    stem = unquote(urlsplit(e.src or "").path)
-    if _COMPLEX_WORDS.search(info.caption) or _COMPLEX_WORDS.search(re.sub(r"[-_.]", " ", stem)):
-        f.purpose = "complex"
-        f.proposed = to_alt_text(info.caption, opts.max_chars)
-        f.reason = "caption; a chart or diagram needs a long description too"
-        if not e.context.described:
-            f.problems.append(
-                Problem(
-                    "long-description-needed",
-                    "a chart or diagram needs a long description besides its alt",
-                )
-            )
-            f.notes.append(
-                "Describe the data or structure in the text or a linked page (WCAG technique G92)."
-            )
-        return f
-    if covered_by(info.caption, _neighbours(e)):
+    why = _complex_signal(e, info.caption)
+    if why:
+        return _complex(f, info, opts, why)
+    if covered_by(info.caption, _neighbours(e)) and not degenerate(info.caption):
         return _decorative(f, "the figure caption or text next to it already describes it")
     f.purpose = "informative"
     f.proposed = to_alt_text(info.caption, opts.max_chars)
     f.reason = "caption written as alt text"
+    _caption_doubts(f, info, opts)
     return f
+
+
+def _image_of_text(f: Finding, text: str, functional: bool, opts: JudgeOptions) -> Finding:
+    e = f.element
+    if not functional and repeats(text, _neighbours(e)):
+        return _decorative(f, "the text in the image is also on the page")
+    f.purpose = "functional" if functional else "text"
+    alt = text
+    if functional and (describe_href(e.context.link_href) or "").lower().endswith("home page"):
+        alt = f"{text} home page"
+    f.proposed = to_alt_text(alt, opts.max_chars, from_image_text=True)
+    f.reason = "the text in the image (OCR)"
+    if len(text) > opts.max_chars:
+        f.purpose = "complex"
+        f.problems.append(
+            Problem("long-description-needed", "the image holds more text than fits in alt")
+        )
+        f.notes.append(f"Put the image's full text on the page: {text}")
+        f.doubts.append(
+            Doubt(
+                "complex",
+                "the image holds more text than fits in alt: a person chooses the short alt "
+                "and puts the full text on the page",
+            )
+        )
+    return f
+
+
+def _complex_signal(e: Element, caption: str) -> str | None:
+    """Why the image looks like a chart or diagram (caption, file name, figure caption), or None."""
+    stem = re.sub(r"[-_.]", " ", unquote(urlsplit(e.src or "").path))
+    for what, text in (
+        ("the caption", caption),
+        ("the file name", stem),
+        ("the figure caption", e.context.figcaption or ""),
+    ):
+        m = _COMPLEX_WORDS.search(text)
+        if m:
+            return f"{what} says {m.group(0).lower()!r}"
+    return None
+
+
+def _complex(f: Finding, info: ImageInfo, opts: JudgeOptions, why: str) -> Finding:
+    """A chart or diagram: a short alt (the caption, as a draft) plus a long description."""
+    f.purpose = "complex"
+    if info.caption:
+        f.proposed = to_alt_text(info.caption, opts.max_chars)
+        f.reason = "caption; a chart or diagram needs a long description too"
+        _caption_doubts(f, info, opts)
+    else:
+        f.reason = "a chart or diagram: nothing the model can write replaces a person's description"
+    f.doubts.insert(
+        0,
+        Doubt(
+            "complex",
+            f"a chart or diagram ({why}): a person writes a short alt naming what it shows "
+            "and a long description of the data",
+        ),
+    )
+    if info.ocr_text:
+        f.notes.append(f"Text read in the image (for the long description): {info.ocr_text}")
+    if not f.element.context.described:
+        f.problems.append(
+            Problem(
+                "long-description-needed",
+                "a chart or diagram needs a long description besides its alt",
+            )
+        )
+        f.notes.append(
+            "Describe the data or structure in the text or a linked page (WCAG technique G92)."
+        )
+    return f
+
+
+def _caption_doubts(f: Finding, info: ImageInfo, opts: JudgeOptions) -> None:
+    """Doubts about the caption itself: low confidence, or visibly broken."""
+    if info.caption and (why := degenerate(info.caption)):
+        f.doubts.append(Doubt("degenerate-caption", f"the caption looks broken: {why}"))
+    if info.confidence is not None and info.confidence < opts.min_confidence:
+        f.doubts.append(
+            Doubt(
+                "low-confidence",
+                f"the model is unsure of this caption (confidence {info.confidence:.2f}, "
+                f"below {opts.min_confidence:g})",
+            )
+        )

@@ -77,6 +77,18 @@ class Problem:
     message: str
 
 
+@dataclass(frozen=True)
+class Doubt:
+    """Why a person must look at a proposal before it is written.
+
+    ``code``: ``low-confidence``, ``degenerate-caption``, ``complex``, ``image-map``,
+    ``unclear-function`` (see :mod:`blipcap.alttext.doubts`).
+    """
+
+    code: str
+    message: str
+
+
 @dataclass
 class ImageInfo:
     """What was learned about the image itself."""
@@ -89,6 +101,8 @@ class ImageInfo:
     ocr_text: str | None = None
     ocr_coverage: float | None = None
     random_weights: bool = False
+    # The caption's confidence score (0..1), when the model gives one.
+    confidence: float | None = None
 
 
 @dataclass
@@ -103,6 +117,7 @@ class Finding:
     reason: str = ""
     notes: list[str] = field(default_factory=list)
     image: ImageInfo | None = None
+    doubts: list[Doubt] = field(default_factory=list)  # non-empty: a person must review it
 
     @property
     def changes(self) -> bool:

@@ -12,10 +12,10 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .. import __version__
 from ..results import escape_name
+from ..version import __version__
 from .encoding import line_starts
-from .engine import Run, needs_fixing
+from .engine import Run, needs_fixing, needs_person, person_reason
 from .model import Finding
 from .rules import RULES, UNDERSTANDING
 from .scan_html import _line_col
@@ -45,6 +45,9 @@ def _finding_dict(f: Finding) -> dict:
         "snippet": e.snippet,
         "image": e.src,
         "status": "fix" if needs_fixing(f) else ("manual" if f.status == "manual" else "ok"),
+        "needs_person": needs_person(f),
+        "needs_person_reason": person_reason(f),
+        "doubts": [d.code for d in f.doubts],
         "purpose": f.purpose,
         "problems": [
             {"rule": p.rule, "message": p.message, "level": RULES[p.rule][3], "wcag": "1.1.1"}
@@ -60,7 +63,12 @@ def _finding_dict(f: Finding) -> dict:
             image and image.caption and f.proposed and f.reason.startswith("caption")
         ),
         "random_weights": bool(image and image.random_weights),
+        "confidence": image.confidence if image else None,
     }
+
+
+def _person_codes(f: Finding) -> list[str]:
+    return [d.code for d in f.doubts] or ["nothing-proposed"]
 
 
 def summary(run: Run) -> dict:
@@ -72,7 +80,16 @@ def summary(run: Run) -> dict:
         "ok": sum(1 for f in findings if not needs_fixing(f)),
         "to_fix": sum(1 for f in findings if needs_fixing(f)),
         "proposed": sum(1 for f in findings if f.changes),
-        "manual": sum(1 for f in findings if needs_fixing(f) and f.proposed is None),
+        # Written by --write / shown in the diff without --accept-unreviewed:
+        "ready": sum(1 for f in findings if f.changes and not needs_person(f)),
+        # Need a person: nothing proposed, or a proposal in doubt ("drafts" of them have text).
+        "manual": sum(1 for f in findings if needs_person(f)),
+        "drafts": sum(1 for f in findings if needs_person(f) and f.changes),
+        "needs_person_by_reason": dict(
+            sorted(
+                Counter(c for f in findings if needs_person(f) for c in _person_codes(f)).items()
+            )
+        ),
         "by_rule": dict(sorted(Counter(p.rule for f in findings for p in f.problems).items())),
         "by_purpose": dict(sorted(Counter(f.purpose for f in findings if needs_fixing(f)).items())),
         "images_read": run.stats.images_read,
@@ -80,6 +97,7 @@ def summary(run: Run) -> dict:
         "caption_cache_hits": run.stats.caption_cache_hits,
         "ocr_read": run.stats.ocr_read,
         "ocr_cache_hits": run.stats.ocr_cache_hits,
+        "approved_reused": run.stats.approved_reused,
     }
 
 
@@ -214,7 +232,7 @@ def _sarif_result(f: Finding, p, rule_ids: list[str], page, starts_cache) -> dic
             }
         ],
         "taxa": [{"id": "1.1.1", "toolComponent": {"name": "WCAG", "index": 0}}],
-        "properties": {"purpose": f.purpose, "wcag": "1.1.1"},
+        "properties": {"purpose": f.purpose, "wcag": "1.1.1", "needsPerson": needs_person(f)},
     }
     if f.changes and page.decoded is not None:
         starts = starts_cache.setdefault(page.path, line_starts(page.decoded.text))
@@ -228,7 +246,13 @@ def _sarif_result(f: Finding, p, rule_ids: list[str], page, starts_cache) -> dic
 
         result["fixes"] = [
             {
-                "description": {"text": f"Set the text alternative ({f.reason})."},
+                "description": {
+                    "text": (
+                        f"Draft for a person to check: {person_reason(f)}."
+                        if needs_person(f)
+                        else f"Set the text alternative ({f.reason})."
+                    )
+                },
                 "artifactChanges": [
                     {
                         "artifactLocation": {"uri": _rel(e.file)},
@@ -294,6 +318,7 @@ def to_html(run: Run, max_chars: int) -> str:
         ("Fine as they are", "ok"),
         ("Need fixing", "to_fix"),
         ("Changes proposed", "proposed"),
+        ("Ready to write without review", "ready"),
         ("Need a person", "manual"),
     ]:
         out.append(f"<dt>{e(label)}</dt><dd>{s[key]}</dd>")
@@ -340,7 +365,11 @@ def to_html(run: Run, max_chars: int) -> str:
                 proposed = "<em>empty (decorative)</em>"
             else:
                 proposed = f"<q>{e(f.proposed)}</q>"
+            if f.proposed is not None and needs_person(f):
+                proposed += '<br><span class="manual">draft: needs a person</span>'
             why = e(f.reason) + "".join(f"<br>{e(n)}" for n in f.notes)
+            if f.doubts and needs_person(f):
+                why += "".join(f"<br>Needs a person: {e(d.message)}" for d in f.doubts)
             if f.image is not None and f.image.error:
                 why += f"<br>Image: {e(f.image.error)}"
             out.append(

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from .engine import Page, needs_fixing, scan_page
+from .approved import ApprovedAlts
+from .engine import Page, approved_link, needs_fixing, needs_person, person_reason, scan_page
 from .judge import JudgeOptions
 from .model import Finding
 from .write import Edit, WriteResult, write_page
@@ -33,14 +34,18 @@ FIELDS = [
     "current_alt",
     "proposed_alt",
     "apply",
+    "needs_person",
     "reason",
     "notes",
+    "confidence",
+    "image_sha256",
     "file_sha256",
 ]
 _YES = {"yes", "y", "true", "1", "x"}
 
 
 def review_rows(pages: list[Page]) -> list[dict[str, str]]:
+    """One row per text alternative to fix; those that need a person first, else in file order."""
     rows = []
     for page in pages:
         if page.decoded is None:
@@ -50,6 +55,7 @@ def review_rows(pages: list[Page]) -> list[dict[str, str]]:
             if not (needs_fixing(f) or f.changes) or f.element.span is None:
                 continue
             rows.append(_row(f, digest))
+    rows.sort(key=lambda r: not r["needs_person"])  # stable: file order within each group
     return rows
 
 
@@ -68,11 +74,20 @@ def _row(f: Finding, digest: str) -> dict[str, str]:
         "problems": " ".join(p.rule for p in f.problems),
         "current_alt": "" if e.alt is None else e.alt,
         "proposed_alt": f.proposed or "",
-        "apply": "yes" if f.proposed is not None else "no",
+        # A person's row starts as "no": the draft (if any) is written only once they say yes.
+        "apply": "yes" if f.proposed is not None and not needs_person(f) else "no",
+        "needs_person": person_reason(f),
         "reason": f.reason,
         "notes": " | ".join(notes),
+        "confidence": _confidence(f),
+        "image_sha256": (f.image.sha256 or "") if f.image is not None else "",
         "file_sha256": digest,
     }
+
+
+def _confidence(f: Finding) -> str:
+    score = f.image.confidence if f.image is not None else None
+    return "" if score is None else f"{score:.3f}"
 
 
 def write_review(path: Path, pages: list[Page]) -> int:
@@ -118,16 +133,29 @@ def read_review(path: Path) -> list[dict[str, str]]:
 class ApplyResult:
     written: list[WriteResult]
     skipped: list[str]  # why rows were not applied
+    approved: int = 0  # approvals recorded in the approved-alt store
 
 
-def apply_review(path: Path, *, max_chars: int = 150, backup: bool = False, dry_run: bool = False):
-    """Apply the reviewed rows of ``path``; returns ApplyResult (and the pages, for diffs)."""
+def apply_review(
+    path: Path,
+    *,
+    max_chars: int = 150,
+    backup: bool = False,
+    dry_run: bool = False,
+    approved: ApprovedAlts | None = None,
+):
+    """Apply the reviewed rows of ``path``; returns ApplyResult (and the pages, for diffs).
+
+    With ``approved``, every applied row that names its image (``image_sha256``)
+    is recorded there once its file is written, so later runs reuse the text.
+    """
     rows = [r for r in read_review(path) if (r.get("apply") or "yes").strip().lower() in _YES]
     by_file: dict[str, list[dict[str, str]]] = {}
     for row in rows:
         by_file.setdefault(row["file"], []).append(row)
     result = ApplyResult([], [])
     planned: list[tuple[Page, list[Edit]]] = []
+    approvals: dict[Path, list[tuple[str, str, str | None, str]]] = {}
     for name, file_rows in by_file.items():
         page = Page(
             Path(name), Path(name).suffix.lower() in (".md", ".markdown", ".mdown", ".mkd", ".mkdn")
@@ -156,11 +184,22 @@ def apply_review(path: Path, *, max_chars: int = 150, backup: bool = False, dry_
             f.proposed = text
             if f.changes:
                 edits.append(Edit(f.element.span, text))
+            sha = (row.get("image_sha256") or "").strip()
+            if sha:
+                approvals.setdefault(page.path, []).append(
+                    (sha, text, approved_link(f.element), f.element.where)
+                )
         planned.append((page, edits))
     for page, edits in planned:
         if dry_run:
             continue
-        result.written.append(write_page(page.path, page.decoded, edits, backup=backup))
+        written = write_page(page.path, page.decoded, edits, backup=backup)
+        result.written.append(written)
+        if approved is not None and written.error is None:
+            for sha, text, link, where in approvals.get(page.path, []):
+                approved.approve(sha, text, link, where)
+    if approved is not None:
+        result.approved = approved.save()
     return result, planned
 
 

@@ -216,14 +216,26 @@ class BlipCaptions:
 
     def caption(
         self, images: list, progress: bool = False
-    ) -> tuple[list[tuple[str | None, str | None]], dict, bool]:
-        """Caption ``images`` in one call: ([(caption, error)], provenance, random_weights)."""
+    ) -> tuple[list[tuple[str | None, str | None, float | None]], dict, bool]:
+        """Caption ``images`` in one call: ([(caption, error, confidence)], provenance, random_weights).
+
+        ``confidence`` is the caption's score in 0..1 when the captioner gives one, else None.
+        """
+        from .doubts import confidence_score
+
         cap = self.captioner
         results = cap.caption(images, preset=self.preset, progress=progress, **self.overrides)
         prov = results[0].provenance if results and results[0].provenance else None
         provenance = _provenance_dict(prov)
         return (
-            [(r.caption, r.error.message if r.error else None) for r in results],
+            [
+                (
+                    r.caption,
+                    r.error.message if r.error else None,
+                    confidence_score(getattr(r, "confidence", None)),
+                )
+                for r in results
+            ],
             provenance,
             bool(cap.random_weights),
         )

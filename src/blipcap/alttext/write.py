@@ -154,8 +154,17 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def edits_for(findings) -> list[Edit]:
-    """One edit per finding whose proposal changes the file."""
+def edits_for(findings, *, unreviewed: bool = True) -> list[Edit]:
+    """One edit per finding whose proposal changes the file.
+
+    ``unreviewed=False`` leaves out proposals that need a person
+    (:func:`~blipcap.alttext.engine.needs_person`): what ``--write`` does
+    unless ``--accept-unreviewed`` is given.
+    """
+    if not unreviewed:
+        from .engine import needs_person
+
+        findings = [f for f in findings if not needs_person(f)]
     return [Edit(f.element.span, f.proposed) for f in findings if f.changes]
 
 

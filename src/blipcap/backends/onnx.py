@@ -23,7 +23,7 @@ from ..errors import BackendError, ModelLoadError
 from ..memory import mentions_out_of_memory
 from ..model.config import BlipConfig
 from .base import Capabilities, check_length
-from .onnx_manifest import (
+from .onnx_format import (
     CACHE_ROWS,
     INPUT_IDS,
     LOGITS,

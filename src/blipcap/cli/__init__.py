@@ -13,7 +13,7 @@ import importlib
 
 import click
 
-from .. import __version__
+from ..version import __version__
 from .common import EXIT_USAGE, CommandError
 
 # name -> "module:attribute" of a click command. Add a line to register a command.

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..alttext.doubts import DEFAULT_MIN_CONFIDENCE
 from .common import cli_errors, model_options, show_progress, warn
 
 
@@ -20,6 +21,14 @@ Examples:
   blipcap alt-text site/ --write --backup           # edit the files in place (FILE.bak kept)
   blipcap alt-text docs/ --review review.csv        # every proposal in a file to edit...
   blipcap alt-text --apply review.csv               # ...then apply the edited file
+
+\b
+What needs a person (charts and diagrams, image maps, links or buttons
+whose purpose the page does not say, captions that look broken or that
+the model is unsure of, images nothing could be proposed for) is never
+written by --write or shown in the diff unless --accept-unreviewed is
+given; --review lists it first. Alt text applied from a review is kept in
+alt-text-approved.json and reused for the same image in later runs.
   blipcap alt-text index.html --report report.html --base-dir public/
 
 \b
@@ -32,6 +41,12 @@ loaded.
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path), metavar="PATH...")
 @click.option("--check", is_flag=True, help="Only check (no model): list problems, exit 1 if any.")
 @click.option("--write", is_flag=True, help="Write the proposed alt text into the files (atomic).")
+@click.option(
+    "--accept-unreviewed",
+    is_flag=True,
+    help="With --write or the diff: include drafts that need a person (charts, image maps, "
+    "unclear links, doubtful captions).",
+)
 @click.option(
     "--backup", is_flag=True, help="With --write or --apply: keep the original as FILE.bak."
 )
@@ -78,6 +93,21 @@ loaded.
     help="Caption cache file [default: $BLIPCAP_CACHE_DIR or ~/.cache/blipcap/alt-text.sqlite].",
 )
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the caption cache.")
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0.0, 1.0),
+    default=DEFAULT_MIN_CONFIDENCE,
+    show_default=True,
+    help="Captions with a lower confidence score need a person (0: never on confidence).",
+)
+@click.option(
+    "--approved",
+    "approved_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE.json",
+    help="Alt text approved in reviews, by image hash: reused by runs, added to by --apply "
+    "[default: ./alt-text-approved.json].",
+)
 @click.option("--no-ocr", is_flag=True, help="Do not look for text in images.")
 @model_options
 @click.option(
@@ -90,6 +120,7 @@ def alt_text(
     paths,
     check,
     write,
+    accept_unreviewed,
     backup,
     review,
     apply_file,
@@ -99,6 +130,8 @@ def alt_text(
     fetch_remote,
     cache_path,
     no_cache,
+    min_confidence,
+    approved_path,
     no_ocr,
     model,
     backend,
@@ -125,14 +158,28 @@ def alt_text(
         )
     if backup and not (write or apply_file):
         raise click.UsageError("--backup goes with --write or --apply")
+    if accept_unreviewed and (check or review or apply_file):
+        raise click.UsageError(
+            "--accept-unreviewed goes with --write or the diff; a review file is reviewed by "
+            "setting its apply column"
+        )
     if not paths and not apply_file:
         raise click.UsageError("give at least one PATH (an HTML or Markdown file, or a directory)")
     progress = show_progress() if progress is None else progress
 
-    if apply_file:
-        return _apply(apply_file, max_chars, backup)
+    from ..alttext.approved import ApprovedAlts, default_approved_path
 
-    options = AltTextOptions(max_chars=max_chars, base_dir=base_dir, fetch_remote=fetch_remote)
+    # --check reads no image, so it has no use for approvals (nor for a damaged store's error).
+    approved = None if check else ApprovedAlts(approved_path or default_approved_path())
+    if apply_file:
+        return _apply(apply_file, max_chars, backup, approved)
+
+    options = AltTextOptions(
+        max_chars=max_chars,
+        base_dir=base_dir,
+        fetch_remote=fetch_remote,
+        min_confidence=min_confidence,
+    )
     if check:
         run = run_alt_text(list(paths), options, progress=progress)
     else:
@@ -149,6 +196,7 @@ def alt_text(
                 ocr=None if no_ocr else OcrReader(),
                 cache=cache,
                 progress=progress,
+                approved=approved if approved is not None and len(approved) else None,
             )
         if run.random_weights:
             warn(
@@ -187,7 +235,8 @@ def alt_text(
         for page in run.pages:
             if page.decoded is None:
                 continue
-            result = write_page(page.path, page.decoded, edits_for(page.findings), backup=backup)
+            edits = edits_for(page.findings, unreviewed=accept_unreviewed)
+            result = write_page(page.path, page.decoded, edits, backup=backup)
             if result.error:
                 warn(result.error)
                 failed = True
@@ -199,16 +248,27 @@ def alt_text(
         from ..alttext.write import apply_edits, edits_for, unified_diff
 
         for page in run.pages:
-            edits = edits_for(page.findings) if page.decoded is not None else []
+            edits = (
+                edits_for(page.findings, unreviewed=accept_unreviewed)
+                if page.decoded is not None
+                else []
+            )
             if edits:
                 click.echo(
                     unified_diff(page.path, page.decoded, apply_edits(page.decoded, edits)),
                     nl=False,
                 )
-    _warn_manual(run)
+    _warn_manual(run, "review" if review else ("write" if accept_unreviewed else "hold"))
+    drafts = s["drafts"]
+    fate = {True: "with a draft in the review file", False: "drafts"}[bool(review)]
+    if not review:
+        fate += " included" if accept_unreviewed else " held back"
+    held = f" ({drafts} {fate})" if drafts else ""
+    reused = f", {s['approved_reused']} approved alts reused" if s["approved_reused"] else ""
     warn(
-        f"{s['to_fix']} of {s['elements']} text alternatives need fixing; {s['proposed']} changes proposed, "
-        f"{s['manual']} need a person; {s['captioned']} images captioned, {s['caption_cache_hits']} from cache"
+        f"{s['to_fix']} of {s['elements']} text alternatives need fixing; {s['ready']} changes "
+        f"ready, {s['manual']} need a person{held}; {s['captioned']} images captioned, "
+        f"{s['caption_cache_hits']} from cache{reused}"
     )
     sys.exit(1 if failed else 0)
 
@@ -222,26 +282,36 @@ def _print_findings(run) -> None:
             click.echo(f"{_rel(e.file)}:{e.line}:{e.column}: {p.rule}: {p.message}")
 
 
-def _warn_manual(run) -> None:
-    from ..alttext.engine import needs_fixing
+def _warn_manual(run, mode: str) -> None:
+    """One line per item that needs a person; ``mode``: "review", "write" (accepted) or "hold"."""
+    from ..alttext.engine import person_reason
     from ..alttext.report import _rel
 
-    for f in run.findings:
-        if needs_fixing(f) and f.proposed is None:
-            e = f.element
-            why = f.image.error if f.image is not None and f.image.error else f.reason
-            warn(f"{_rel(e.file)}:{e.line}:{e.column}: nothing proposed: {why}")
+    for f in run.for_a_person:
+        e = f.element
+        if f.proposed is None or mode == "review":
+            why = f"needs a person: {person_reason(f)}"
+        elif mode == "write":
+            why = f"draft used unreviewed (--accept-unreviewed): {person_reason(f)}"
+        else:
+            why = f"needs a person, draft held back: {person_reason(f)}"
+        warn(f"{_rel(e.file)}:{e.line}:{e.column}: {why}")
 
 
-def _apply(apply_file: Path, max_chars: int, backup: bool) -> None:
+def _apply(apply_file: Path, max_chars: int, backup: bool, approved) -> None:
     from ..alttext.review import apply_review
 
-    result, _planned = apply_review(apply_file, max_chars=max_chars, backup=backup)
+    result, _planned = apply_review(
+        apply_file, max_chars=max_chars, backup=backup, approved=approved
+    )
     for why in result.skipped:
         warn(why)
     failed = [w for w in result.written if w.error]
     for w in failed:
         warn(w.error or "")
     done = sum(w.edits for w in result.written if not w.error)
-    warn(f"applied {done} reviewed changes in {sum(1 for w in result.written if w.edits)} files")
+    warn(
+        f"applied {done} reviewed changes in {sum(1 for w in result.written if w.edits)} files"
+        + (f"; {result.approved} approved alts kept in {approved.path}" if result.approved else "")
+    )
     sys.exit(1 if failed or result.skipped else 0)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .common import cli_errors, model_options, show_progress, warn
+from .common import cli_errors, json_option, model_options, progress_option, show_progress, warn
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -21,6 +21,10 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[i
     if not items or min(items) < 1:
         raise click.BadParameter(f"expected positive integers, got {value!r}")
     return items
+
+
+def _int_list_option(name: str, default: str, help: str):
+    return click.option(name, default=default, show_default=True, callback=_int_list, help=help)
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int]:
@@ -59,27 +63,9 @@ or configuration errors, 3 when the model could not be found or loaded.
 """,
 )
 @model_options
-@click.option(
-    "--batch-sizes",
-    default="1,4,16",
-    show_default=True,
-    callback=_int_list,
-    help="Comma-separated.",
-)
-@click.option(
-    "--beams",
-    default="1,3",
-    show_default=True,
-    callback=_int_list,
-    help="Comma-separated beam widths.",
-)
-@click.option(
-    "--lengths",
-    default="20",
-    show_default=True,
-    callback=_int_list,
-    help="Comma-separated generated lengths (new tokens, forced).",
-)
+@_int_list_option("--batch-sizes", "1,4,16", "Comma-separated.")
+@_int_list_option("--beams", "1,3", "Comma-separated beam widths.")
+@_int_list_option("--lengths", "20", "Comma-separated generated lengths (new tokens, forced).")
 @click.option(
     "--batches",
     type=click.IntRange(min=1),
@@ -119,14 +105,8 @@ or configuration errors, 3 when the model could not be found or loaded.
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write OUT.md and OUT.json.",
 )
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print the JSON document instead of Markdown."
-)
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Progress bar on stderr [default: when stderr is a terminal].",
-)
+@json_option("Print the JSON document instead of Markdown.")
+@progress_option
 @cli_errors
 def bench(
     model,
@@ -148,7 +128,6 @@ def bench(
 ) -> None:
     """Measure images/s and peak memory across batch sizes, beams and generated lengths."""
     from ..evaluation.bench import BenchSettings, Inputs, run_sweep
-    from ..evaluation.environment import hardware, library_versions
     from ..evaluation.formats import write_json_atomic
     from ..evaluation.report import bench_markdown
 
@@ -168,7 +147,7 @@ def bench(
     )
     configs = settings.configs()
     bar = None
-    if show_progress() if progress is None else progress:
+    if show_progress(progress):
         from tqdm import tqdm
 
         bar = tqdm(
@@ -198,23 +177,7 @@ def bench(
             "this model has RANDOM weights (a test checkpoint); speed and memory are still valid "
             "at forced lengths"
         )
-    doc = {
-        "settings": {
-            "batch_sizes": list(batch_sizes),
-            "beams": list(beams),
-            "lengths": list(lengths),
-            "batches": batches,
-            "inputs": "files" if paths else "random",
-            "inputs_description": settings.inputs.describe(),
-            "max_time_s": max_time,
-            "isolate": isolate,
-        },
-        "provenance": provenance,
-        "hardware": hardware(),
-        "libraries": library_versions(),
-        "seconds": time.monotonic() - t0,
-        "measurements": [m.to_dict() for m in measurements],
-    }
+    doc = _document(settings, provenance, measurements, time.monotonic() - t0)
     markdown = bench_markdown(doc)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -225,6 +188,29 @@ def bench(
     if not any(m.status == "ok" for m in measurements):
         warn("no configuration completed; see the status column")
         sys.exit(1)
+
+
+def _document(settings: Any, provenance: dict, measurements: list, seconds: float) -> dict:
+    """The JSON document of a sweep (OUT.json, --json): settings, provenance, machine, results."""
+    from ..evaluation.environment import hardware, library_versions
+
+    return {
+        "settings": {
+            "batch_sizes": list(settings.batch_sizes),
+            "beams": list(settings.beams),
+            "lengths": list(settings.lengths),
+            "batches": settings.batches,
+            "inputs": "files" if settings.inputs.paths else "random",
+            "inputs_description": settings.inputs.describe(),
+            "max_time_s": settings.max_time_s,
+            "isolate": settings.isolate,
+        },
+        "provenance": provenance,
+        "hardware": hardware(),
+        "libraries": library_versions(),
+        "seconds": seconds,
+        "measurements": [m.to_dict() for m in measurements],
+    }
 
 
 def _expand(paths: tuple[Path, ...]) -> list[str]:

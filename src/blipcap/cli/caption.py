@@ -12,6 +12,7 @@ import click
 
 from ..results import Caption, escape_name, printable, printable_record
 from .common import (
+    batch_size_option,
     cli_errors,
     decoding_options,
     is_utf8,
@@ -19,6 +20,7 @@ from .common import (
     open_captioner,
     open_output,
     pop_decoding_options,
+    progress_option,
     show_progress,
     warn,
 )
@@ -46,13 +48,7 @@ model could not be found or loaded.
 @click.argument("inputs", nargs=-1, required=True, metavar="PATH|DIR|GLOB|URL|-...")
 @model_options
 @decoding_options
-@click.option(
-    "--batch-size",
-    default="auto",
-    show_default=True,
-    metavar="auto|N",
-    help="Images per model batch; auto sizes batches to the available memory.",
-)
+@batch_size_option
 @click.option(
     "--format",
     "fmt",
@@ -89,11 +85,7 @@ model could not be found or loaded.
     help="Ray: cluster address [env RAY_ADDRESS; local].",
 )
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Progress bar on stderr [default: when stderr is a terminal].",
-)
+@progress_option
 @cli_errors
 def caption(
     inputs, model, backend, device, dtype, batch_size, fmt, output, no_recursive, progress,
@@ -108,8 +100,6 @@ def caption(
 
     overrides = pop_decoding_options(flags)
     preset = overrides.pop("preset")
-    if batch_size != "auto" and not str(batch_size).isdigit():
-        raise click.BadParameter("use 'auto' or a positive integer", param_hint="--batch-size")
     if engine == "ray":
         from .caption_ray import caption_with_ray
 
@@ -122,9 +112,7 @@ def caption(
     if output is not None and output.is_dir():
         raise click.BadParameter(f"{output} is a folder; give a file name", param_hint="--output")
     items = list(expand_inputs(list(inputs), recursive=not no_recursive))
-    cap = open_captioner(model, backend, device, dtype)
-    if cap.random_weights:
-        warn("this model has RANDOM weights (a test checkpoint): its captions are meaningless")
+    cap = open_captioner(model, backend, device, dtype, meaningless="its captions")
     failed = 0
     with open_output(output) as out:
         writer = _writer(fmt, out)
@@ -132,7 +120,7 @@ def caption(
             items,
             preset=preset,
             batch_size=batch_size,
-            progress=show_progress() if progress is None else progress,
+            progress=show_progress(progress),
             **overrides,
         )
         for result in results:

@@ -33,76 +33,127 @@ EXIT_MODEL = 3  # the model could not be found, loaded, run or exported
 _MODEL_ERRORS = (ModelNotFoundError, ModelLoadError, BackendError, OutOfMemoryError, ExportError)
 
 
-def model_options(f: Callable) -> Callable:
-    """--model, --backend, --device, --dtype (every command that runs the model takes these)."""
-    decorators = [
-        click.option(
-            "--model",
-            "-m",
-            envvar="BLIPCAP_MODEL",
-            default=None,
-            metavar="M",
-            help="Hub id, local Hugging Face directory, or exported ONNX directory "
-            f"[env BLIPCAP_MODEL; default {DEFAULT_MODEL}].",
-        ),
-        click.option(
-            "--backend",
-            type=click.Choice(["auto", "torch", "onnx"]),
-            default="auto",
-            show_default=True,
-            help="Inference backend; auto picks onnx for an exported directory, else torch.",
-        ),
-        click.option(
-            "--device",
-            type=click.Choice(["auto", "cpu", "cuda"]),
-            default="auto",
-            show_default=True,
-            help="Where to run; auto uses CUDA when available.",
-        ),
-        click.option(
-            "--dtype",
-            type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
-            default="auto",
-            show_default=True,
-            help="Weights and activations; auto is float32 on CPU, bfloat16/float16 on CUDA.",
-        ),
-    ]
+def apply(f: Callable, decorators: list[Callable]) -> Callable:
+    """Apply click decorators in the order they are listed (the first is the first in --help)."""
     for decorator in reversed(decorators):
         f = decorator(f)
     return f
+
+
+def _choice(name: str, choices: list[str], help: str) -> Callable:
+    return click.option(
+        name, type=click.Choice(choices), default="auto", show_default=True, help=help
+    )
+
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+MODEL_HELP = "Hub id, local Hugging Face directory, or exported ONNX directory"
+
+
+def model_option(what: str = MODEL_HELP) -> Callable:
+    """--model/-m (env BLIPCAP_MODEL): ``what`` it accepts, then the env and the default."""
+    return click.option(
+        "--model",
+        "-m",
+        envvar="BLIPCAP_MODEL",
+        default=None,
+        metavar="M",
+        help=f"{what} [env BLIPCAP_MODEL; default {DEFAULT_MODEL}].",
+    )
+
+
+def model_options(f: Callable) -> Callable:
+    """--model, --backend, --device, --dtype (every command that runs the model takes these)."""
+    return apply(
+        f,
+        [
+            model_option(),
+            _choice(
+                "--backend",
+                ["auto", "torch", "onnx"],
+                "Inference backend; auto picks onnx for an exported directory, else torch.",
+            ),
+            _choice(
+                "--device", ["auto", "cpu", "cuda"], "Where to run; auto uses CUDA when available."
+            ),
+            _choice(
+                "--dtype",
+                list(DTYPES),
+                "Weights and activations; auto is float32 on CPU, bfloat16/float16 on CUDA.",
+            ),
+        ],
+    )
 
 
 def decoding_options(f: Callable) -> Callable:
     """Decoding flags mapping 1:1 onto CaptionOptions fields (None = keep the preset's value)."""
-    decorators = [
-        click.option(
-            "--preset",
-            type=click.Choice(["default", "coco"]),
-            default=None,
-            help="default: greedy, 30 new tokens, artifacts cleaned. "
-            "coco: the paper's protocol (beam 3, length 5..20 with the prompt 'a picture of ').",
-        ),
-        click.option(
-            "--beams", "num_beams", type=click.IntRange(min=1), default=None, help="Beam width."
-        ),
-        click.option("--max-new-tokens", type=click.IntRange(min=1), default=None),
-        click.option("--min-new-tokens", type=click.IntRange(min=0), default=None),
-        click.option("--prompt", default=None, help="Conditional captioning: continue this text."),
-        click.option("--sample", "do_sample", is_flag=True, default=None, help="Nucleus sampling."),
-        click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None),
-        click.option("--temperature", type=click.FloatRange(0, min_open=True), default=None),
-        click.option(
-            "--num-captions",
-            type=click.IntRange(min=1),
-            default=None,
-            help="Captions per image (K).",
-        ),
-        click.option("--repetition-penalty", type=click.FloatRange(0, min_open=True), default=None),
-        click.option("--seed", type=int, default=None, help="Seed for --sample."),
-    ]
-    for decorator in reversed(decorators):
-        f = decorator(f)
-    return f
+    return apply(
+        f,
+        [
+            click.option(
+                "--preset",
+                type=click.Choice(["default", "coco"]),
+                default=None,
+                help="default: greedy, 30 new tokens, artifacts cleaned. "
+                "coco: the paper's protocol (beam 3, length 5..20 with the prompt 'a picture of ').",
+            ),
+            click.option(
+                "--beams", "num_beams", type=click.IntRange(min=1), default=None, help="Beam width."
+            ),
+            click.option("--max-new-tokens", type=click.IntRange(min=1), default=None),
+            click.option("--min-new-tokens", type=click.IntRange(min=0), default=None),
+            click.option(
+                "--prompt", default=None, help="Conditional captioning: continue this text."
+            ),
+            click.option(
+                "--sample", "do_sample", is_flag=True, default=None, help="Nucleus sampling."
+            ),
+            click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None),
+            click.option("--temperature", type=click.FloatRange(0, min_open=True), default=None),
+            click.option(
+                "--num-captions",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Captions per image (K).",
+            ),
+            click.option(
+                "--repetition-penalty", type=click.FloatRange(0, min_open=True), default=None
+            ),
+            click.option("--seed", type=int, default=None, help="Seed for --sample."),
+        ],
+    )
+
+
+def progress_option(f: Callable) -> Callable:
+    """--progress/--no-progress; None (neither given) means: when stderr is a terminal."""
+    return click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="Progress bar on stderr [default: when stderr is a terminal].",
+    )(f)
+
+
+def json_option(help: str) -> Callable:
+    """--json (the ``as_json`` parameter): machine-readable output, described by ``help``."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def _batch_size(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value != "auto" and not (str(value).isdigit() and int(value) > 0):
+        raise click.BadParameter("use 'auto' or a positive integer")
+    return value
+
+
+def batch_size_option(f: Callable) -> Callable:
+    """--batch-size auto|N, checked here: "auto" or a positive integer, passed on as given."""
+    return click.option(
+        "--batch-size",
+        default="auto",
+        show_default=True,
+        metavar="auto|N",
+        callback=_batch_size,
+        help="Images per model batch; auto sizes batches to the available memory.",
+    )(f)
 
 
 DECODING_FLAG_NAMES = (
@@ -126,14 +177,29 @@ def pop_decoding_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     return overrides
 
 
-def open_captioner(model: str | None, backend: str, device: str, dtype: str):
-    """The process-wide Captioner for these settings, with a clean CLI error on failure."""
+def pop_caption_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The decoding flags given on the command line (preset included), removed from ``kwargs``:
+    keyword arguments for ``Captioner.caption``."""
+    return {k: v for k, v in pop_decoding_options(kwargs).items() if v is not None}
+
+
+def open_captioner(
+    model: str | None, backend: str, device: str, dtype: str, *, meaningless: str = ""
+):
+    """The process-wide Captioner for these settings, with a clean CLI error on failure.
+
+    Given ``meaningless`` (what the command makes from captions, e.g. "its captions"),
+    a model with random weights (a test checkpoint) gets a warning that those are meaningless.
+    """
     from ..captioner import get_captioner
 
     try:
-        return get_captioner(model=model, backend=backend, device=device, dtype=dtype)
+        cap = get_captioner(model=model, backend=backend, device=device, dtype=dtype)
     except BlipcapError as exc:
         raise CommandError.from_error(exc) from exc
+    if meaningless and cap.random_weights:
+        warn(f"this model has RANDOM weights (a test checkpoint): {meaningless} are meaningless")
+    return cap
 
 
 @contextmanager
@@ -180,8 +246,11 @@ def warn(message: str) -> None:
     click.echo(f"blipcap: {message}", err=True)
 
 
-def show_progress() -> bool:
-    """Progress bars go to stderr, only when it is a terminal (or forced by BLIPCAP_PROGRESS=1)."""
+def show_progress(given: bool | None = None) -> bool:
+    """Progress bars go to stderr: as ``--progress/--no-progress`` says when ``given``, else
+    only when stderr is a terminal (or forced by BLIPCAP_PROGRESS=1)."""
+    if given is not None:
+        return given
     forced = os.environ.get("BLIPCAP_PROGRESS")
     if forced is not None:
         return forced not in ("", "0")

@@ -11,9 +11,11 @@ from ..errors import BlipcapError
 from .common import (
     cli_errors,
     decoding_options,
+    json_option,
     model_options,
     open_captioner,
-    pop_decoding_options,
+    pop_caption_kwargs,
+    progress_option,
     show_progress,
     warn,
 )
@@ -72,7 +74,7 @@ Examples:
   blipcap document page.tif --ocr tesseract --lang deu
 
 PDF pages are rendered at 300 DPI (--dpi). Text comes from real OCR:
-RapidOCR (PP-OCRv4, bundled) by default, or Tesseract (--ocr tesseract; needs
+RapidOCR (PP-OCRv6, bundled) by default, or Tesseract (--ocr tesseract; needs
 the tesseract-ocr package and its language data). The description fuses the
 caption with the text: 'A letter on a desk that reads: "Dear ..."'.
 Exit status: 0 when every file was read, 1 when some failed, 2 on usage or
@@ -101,12 +103,8 @@ configuration errors, 3 when the model could not be found or loaded.
     show_default=True,
     help="json: one JSON object per file (JSON Lines) with every line's box and confidence.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Progress bar on stderr [default: when a terminal].",
-)
+@json_option("Same as --format json.")
+@progress_option
 @model_options
 @decoding_options
 @cli_errors
@@ -132,15 +130,12 @@ def document(
     if as_json:
         fmt = "json"
     page_list = parse_pages(pages)
-    overrides = {k: v for k, v in pop_decoding_options(flags).items() if v is not None}
+    overrides = pop_caption_kwargs(flags)
     captioner = None
     if not no_caption:
-        captioner = open_captioner(model, backend, device, dtype)
-        if captioner.random_weights:
-            warn("this model has RANDOM weights (a test checkpoint): its captions are meaningless")
-    show = show_progress() if progress is None else progress
+        captioner = open_captioner(model, backend, device, dtype, meaningless="its captions")
     bar = None
-    if show:
+    if show_progress(progress):
         from tqdm import tqdm
 
         bar = tqdm(

@@ -14,8 +14,11 @@ import click
 from ..errors import BackendError, EvaluationError
 from ..options import CaptionOptions, resolve_options
 from .common import (
+    DTYPES,
+    batch_size_option,
     cli_errors,
     decoding_options,
+    json_option,
     model_options,
     open_captioner,
     pop_decoding_options,
@@ -24,7 +27,6 @@ from .common import (
 )
 
 SCALE_NOTE = "pycocoevalcap's scale: fractions (papers print x100; CIDEr 1.367 = 136.7)"
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 @click.command(
@@ -107,8 +109,8 @@ missing Java); 3 the model could not be found or loaded.
     default=None,
     help="SPICE: --spice requires it, --no-spice skips it [default: when its models are installed].",
 )
-@click.option("--batch-size", default="auto", show_default=True, metavar="auto|N")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@batch_size_option
+@json_option("Print one JSON object instead of a table.")
 @model_options
 @decoding_options
 @cli_errors
@@ -122,9 +124,6 @@ def eval_command(**kwargs: Any) -> None:
             "give exactly one of --annotations, --references-from or --golden "
             f"(got {', '.join('--' + m.replace('_', '-') for m in modes) or 'none'})"
         )
-    bs = kwargs["batch_size"]
-    if bs != "auto" and not (str(bs).isdigit() and int(bs) > 0):
-        raise click.BadParameter("use 'auto' or a positive integer", param_hint="--batch-size")
     if modes[0] == "annotations":
         _annotations_mode(kwargs, preset, overrides)
     elif modes[0] == "references_from":
@@ -163,12 +162,8 @@ def _open(
         backend or kwargs["backend"],
         kwargs["device"],
         dtype or kwargs["dtype"],
+        meaningless="its captions, and any score computed from them,",
     )
-    if cap.random_weights:
-        warn(
-            "this model has RANDOM weights (a test checkpoint): its captions, and any score "
-            "computed from them, are meaningless"
-        )
     return cap, time.perf_counter() - t0
 
 
@@ -202,14 +197,8 @@ def _require_metrics_tools(spice: bool | None) -> None:
 def _annotations_mode(
     kwargs: dict[str, Any], preset: str | None, overrides: dict[str, Any]
 ) -> None:
-    from ..evaluation.formats import (
-        locate_images,
-        match_predictions,
-        read_annotations,
-        read_predictions,
-        write_results,
-    )
-    from ..evaluation.protocol import caption_set, score_set
+    from ..evaluation.formats import read_annotations
+    from ..evaluation.protocol import score_set
     from ..evaluation.report import metrics_markdown
 
     t_start = time.perf_counter()
@@ -219,76 +208,14 @@ def _annotations_mode(
         raise EvaluationError(f"cannot write {out}: folder {out.resolve().parent} does not exist")
     _require_metrics_tools(kwargs["spice"])
     timings: dict[str, Any] = {}
-    failures: list[dict[str, Any]] = []
     if kwargs["predictions"] is not None:
         if kwargs["predictions_out"] is not None:
             raise click.UsageError(
                 "--predictions-out writes the model's captions; with --predictions there are none"
             )
-        preds = read_predictions(kwargs["predictions"])
-        captions, missing = match_predictions(ann, preds, kwargs["images"])
-        failures = [
-            {
-                "image_id": im.image_id,
-                "path": im.file_name,
-                "error": {"type": "NoPrediction", "message": f"no caption in {preds.source}"},
-            }
-            for im in missing
-        ]
-        if not captions:
-            raise EvaluationError(
-                f"no prediction in {preds.source} matches an image of {ann.source} "
-                "(COCO results match by image_id; JSONL records by path or file name)"
-            )
-        provenance: dict[str, Any] = {"source": "predictions", "predictions": preds.source}
-        if preds.records:
-            from ..evaluation.runs import PROVENANCE_FIELDS
-
-            provenance.update(
-                {k: preds.records[0].get(k) for k in PROVENANCE_FIELDS if k in preds.records[0]}
-            )
-            provenance["options"] = preds.records[0].get("options")
+        captions, failures, provenance = _stored_predictions(kwargs, ann)
     else:
-        if kwargs["images"] is None:
-            raise click.UsageError(
-                "--images DIR is needed to caption the images (or give --predictions)"
-            )
-        paths, missing = locate_images(ann, kwargs["images"])
-        if not paths:
-            example = ann.images[0].file_name or ann.images[0].image_id
-            raise EvaluationError(
-                f"none of the {len(ann)} images of {ann.source} is under {kwargs['images']} "
-                f"(looked for e.g. {example!r}); point --images at the folder that holds them"
-            )
-        failures = [
-            {
-                "image_id": im.image_id,
-                "path": im.file_name,
-                "error": {
-                    "type": "FileNotFoundError",
-                    "message": f"not found under {kwargs['images']}",
-                },
-            }
-            for im in missing
-        ]
-        options = resolve_options(preset=preset or "coco", **overrides)
-        cap, timings["load_s"] = _open(kwargs)
-        done = caption_set(cap, ann, paths, options, kwargs["batch_size"], show_progress())
-        captions = done.captions
-        failures += done.failures
-        timings["caption_s"] = done.seconds
-        timings["images_per_s"] = len(paths) / done.seconds if done.seconds else None
-        provenance = _model_provenance(cap, options, preset or "coco")
-        if kwargs["predictions_out"] is not None:
-            # Written before scoring: a metrics failure must not lose a long captioning run.
-            write_results(
-                kwargs["predictions_out"],
-                (
-                    (im.image_id, captions[im.image_id])
-                    for im in ann.images
-                    if im.image_id in captions
-                ),
-            )
+        captions, failures, provenance = _caption_annotated(kwargs, ann, preset, overrides, timings)
     if failures:
         warn(f"{len(failures)} of {len(ann)} images have no caption and are left out of the scores")
     if not captions:
@@ -326,6 +253,77 @@ def _annotations_mode(
     _emit(kwargs, doc, text)
     if failures:
         sys.exit(1)
+
+
+def _failures(images: list[Any], kind: str, message: str) -> list[dict[str, Any]]:
+    """The failure records of annotated images that got no caption."""
+    return [
+        {"image_id": im.image_id, "path": im.file_name, "error": {"type": kind, "message": message}}
+        for im in images
+    ]
+
+
+def _stored_predictions(
+    kwargs: dict[str, Any], ann: Any
+) -> tuple[dict[Any, str], list[dict[str, Any]], dict[str, Any]]:
+    """--predictions: the captions of a results file, matched to the annotated images."""
+    from ..evaluation.formats import match_predictions, read_predictions
+
+    preds = read_predictions(kwargs["predictions"])
+    captions, missing = match_predictions(ann, preds, kwargs["images"])
+    failures = _failures(missing, "NoPrediction", f"no caption in {preds.source}")
+    if not captions:
+        raise EvaluationError(
+            f"no prediction in {preds.source} matches an image of {ann.source} "
+            "(COCO results match by image_id; JSONL records by path or file name)"
+        )
+    provenance: dict[str, Any] = {"source": "predictions", "predictions": preds.source}
+    if preds.records:
+        from ..evaluation.runs import PROVENANCE_FIELDS
+
+        first = preds.records[0]
+        provenance.update({k: first.get(k) for k in PROVENANCE_FIELDS if k in first})
+        provenance["options"] = first.get("options")
+    return captions, failures, provenance
+
+
+def _caption_annotated(
+    kwargs: dict[str, Any],
+    ann: Any,
+    preset: str | None,
+    overrides: dict[str, Any],
+    timings: dict[str, Any],
+) -> tuple[dict[Any, str], list[dict[str, Any]], dict[str, Any]]:
+    """Caption the annotated images found under --images (and write --predictions-out)."""
+    from ..evaluation.formats import locate_images, write_results
+    from ..evaluation.protocol import caption_set
+
+    if kwargs["images"] is None:
+        raise click.UsageError(
+            "--images DIR is needed to caption the images (or give --predictions)"
+        )
+    paths, missing = locate_images(ann, kwargs["images"])
+    if not paths:
+        example = ann.images[0].file_name or ann.images[0].image_id
+        raise EvaluationError(
+            f"none of the {len(ann)} images of {ann.source} is under {kwargs['images']} "
+            f"(looked for e.g. {example!r}); point --images at the folder that holds them"
+        )
+    failures = _failures(missing, "FileNotFoundError", f"not found under {kwargs['images']}")
+    options = resolve_options(preset=preset or "coco", **overrides)
+    cap, timings["load_s"] = _open(kwargs)
+    done = caption_set(cap, ann, paths, options, kwargs["batch_size"], show_progress())
+    captions = done.captions
+    failures += done.failures
+    timings["caption_s"] = done.seconds
+    timings["images_per_s"] = len(paths) / done.seconds if done.seconds else None
+    if kwargs["predictions_out"] is not None:
+        # Written before scoring: a metrics failure must not lose a long captioning run.
+        write_results(
+            kwargs["predictions_out"],
+            ((im.image_id, captions[im.image_id]) for im in ann.images if im.image_id in captions),
+        )
+    return captions, failures, _model_provenance(cap, options, preset or "coco")
 
 
 # --- agreement between runs -----------------------------------------------------------------

@@ -12,9 +12,11 @@ from ..results import escape_name, printable
 from .common import (
     cli_errors,
     decoding_options,
+    json_option,
     model_options,
     open_captioner,
-    pop_decoding_options,
+    pop_caption_kwargs,
+    progress_option,
     show_progress,
     warn,
 )
@@ -38,7 +40,7 @@ def _check_db_folder(db: str | None) -> None:
     """
     from pathlib import Path
 
-    from ..index.store import is_postgres_url
+    from ..index.open import is_postgres_url
 
     if db is None or is_postgres_url(db):
         return
@@ -58,7 +60,7 @@ def _ocr_engine(choice: str) -> str | None:
         return choice
     from .._optional import available
 
-    if available("rapidocr_onnxruntime"):
+    if available("rapidocr"):
         return "rapidocr"
     warn("OCR is off: install it with pip install 'blipcap[ocr]' to make text in images searchable")
     return None
@@ -75,10 +77,6 @@ class _LazyCaptioner:
     def caption(self, images, **kwargs):
         if self._captioner is None:
             self._captioner = self._factory()
-            if self._captioner.random_weights:
-                warn(
-                    "this model has RANDOM weights (a test checkpoint): its captions are meaningless"
-                )
         return self._captioner.caption(images, **kwargs)
 
 
@@ -101,9 +99,7 @@ usage or configuration errors, 3 when the model could not be found or loaded.
 )
 @click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="PATH...")
 @_db_option
-@click.option(
-    "--json", "as_json", is_flag=True, help="JSON Lines: failures, then one summary object."
-)
+@json_option("JSON Lines: failures, then one summary object.")
 @click.option(
     "--write-xmp", is_flag=True, help="Write each caption into an XMP sidecar (photo.jpg.xmp)."
 )
@@ -124,11 +120,7 @@ usage or configuration errors, 3 when the model could not be found or loaded.
     help="Images captioned per transaction.",
 )
 @click.option("--include-hidden", is_flag=True, help="Also index hidden files and folders (.name).")
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Progress bar on stderr [default: when a terminal].",
-)
+@progress_option
 @model_options
 @decoding_options
 @cli_errors
@@ -158,8 +150,7 @@ def index(
     from ..index import Indexer, IndexOptions, open_store
 
     _check_db_folder(db)
-    overrides = pop_decoding_options(flags)
-    caption_kwargs = {k: v for k, v in overrides.items() if v is not None}
+    caption_kwargs = pop_caption_kwargs(flags)
     options = IndexOptions(
         batch_size=batch_size,
         ocr_engine=_ocr_engine(ocr),
@@ -169,7 +160,9 @@ def index(
         include_hidden=include_hidden,
         caption_kwargs=caption_kwargs,
     )
-    captioner = _LazyCaptioner(lambda: open_captioner(model, backend, device, dtype))
+    captioner = _LazyCaptioner(
+        lambda: open_captioner(model, backend, device, dtype, meaningless="its captions")
+    )
 
     def on_error(path: str, message: str) -> None:
         path, message = escape_name(path), printable(message)
@@ -183,7 +176,7 @@ def index(
             store,
             captioner,
             options=options,
-            progress=show_progress() if progress is None else progress,
+            progress=show_progress(progress),
             on_error=on_error,
         )
         try:
@@ -225,7 +218,7 @@ usage errors (e.g. no index yet).
 @click.argument("query", nargs=-1, required=True)
 @_db_option
 @click.option("--limit", "-k", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="JSON Lines, one result per line.")
+@json_option("JSON Lines, one result per line.")
 @click.option(
     "--folder",
     type=click.Path(file_okay=False),

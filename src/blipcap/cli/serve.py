@@ -8,7 +8,54 @@ import sys
 
 import click
 
+from ..server.config import settings as config_settings
 from .common import EXIT_MODEL, cli_errors, model_options, warn
+
+
+def _flag(field, setting) -> str:
+    return setting.flag or "--" + field.name.replace("_", "-")
+
+
+def _option_name(field, setting) -> str:
+    """The Python name click gives the option (``--max-body-mb`` -> ``max_body_mb``)."""
+    return _flag(field, setting).lstrip("-").replace("-", "_")
+
+
+def config_options(command):
+    """One option per ``ServerConfig`` field: name, default, range, unit and help from its Setting."""
+    for field, setting in reversed(config_settings()):
+        if not setting.cli:
+            continue
+        kw = {"help": setting.help, "metavar": setting.metavar, "envvar": setting.envvar}
+        if field.type.startswith("tuple"):
+            kw["multiple"] = True
+        else:
+            kind = setting.option_type or {"int": int, "float": float}.get(field.type)
+            default = setting.option_default(field.default)
+            kw.update(default=default, show_default=default is not None)
+            if kind in (int, float):
+                low, high = setting.option_range(kind)
+                kw["type"] = (
+                    click.IntRange(low, high)  # type: ignore[arg-type]
+                    if kind is int
+                    else click.FloatRange(low, high, min_open=setting.min_open)
+                )
+        command = click.option(_flag(field, setting), **kw)(command)
+    return command
+
+
+def config_values(options: dict) -> dict:
+    """The ``ServerConfig`` fields from the generated options' values, in the fields' units."""
+    values = {}
+    for field, setting in config_settings():
+        if setting.cli:
+            value = options[_option_name(field, setting)]
+            values[field.name] = (
+                tuple(value)
+                if field.type.startswith("tuple")
+                else setting.to_field(value, field.type)
+            )
+    return values
 
 
 @click.command(
@@ -20,6 +67,7 @@ Examples:
   blipcap serve --host 0.0.0.0 --api-key "$KEY" --cors-origin https://cms.example.org
   blipcap serve --db photos.sqlite               # enables GET /v1/search over that index
   curl -F files=@cat.jpg http://127.0.0.1:8000/v1/captions
+  blipcap serve --web-bundle blip-web            # /web/: captioning in the browser (export web)
 
 \b
 Endpoints: POST /v1/captions, POST /v1/social, GET /v1/info, GET /livez,
@@ -36,110 +84,21 @@ Exit status: 0 after a clean shutdown, 2 on usage or configuration errors
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @model_options
-@click.option(
-    "--db",
-    envvar="BLIPCAP_DB",
-    default=None,
-    metavar="URL",
-    help="Search index (SQLite file or postgresql:// URL) for GET /v1/search [env BLIPCAP_DB].",
-)
-@click.option(
-    "--max-batch-size",
-    default=8,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Most images per model batch.",
-)
-@click.option(
-    "--max-wait-ms",
-    default=10.0,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="How long a request waits for others to share its batch.",
-)
-@click.option(
-    "--max-queue",
-    default=64,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Most images waiting for the model; beyond it: 503 with Retry-After.",
-)
-@click.option(
-    "--max-client-requests",
-    default=0,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Most concurrent requests per client (API key, else IP); beyond it: 429. 0: no limit.",
-)
-@click.option(
-    "--request-timeout",
-    default=60.0,
-    show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Seconds per request in all (fetch, decode, queue, model); then 504.",
-)
-@click.option(
-    "--max-body-mb",
-    default=25.0,
-    show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Largest request body (413 beyond).",
-)
-@click.option(
-    "--body-timeout",
-    default=60.0,
-    show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Seconds a client has to send its whole request body; then 408.",
-)
-@click.option(
-    "--min-body-rate",
-    default=10.0,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="kB/s a request body must average after its first 5 s, else 408. 0: no minimum.",
-)
-@click.option(
-    "--max-uploads",
-    default=128,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Most large or slow request bodies received at once; beyond it: 503 after 1 s.",
-)
-@click.option(
-    "--decode-memory-mb",
-    default=2048,  # blipcap.images.DEFAULT_DECODE_MEMORY (not imported: --help stays light)
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="MiB all image decodes together may hold; beyond it decodes wait, then 503.",
-)
-@click.option(
-    "--max-images",
-    default=16,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Most images per request.",
-)
-@click.option(
-    "--api-key",
-    "api_keys",
-    multiple=True,
-    metavar="KEY",
-    help="Require 'Authorization: Bearer KEY' on /v1/* (repeatable) [env BLIPCAP_API_KEYS, comma-separated].",
-)
-@click.option(
-    "--cors-origin",
-    "cors_origins",
-    multiple=True,
-    metavar="ORIGIN",
-    help="Allow browser calls from this origin (repeatable).",
-)
+@config_options
 @click.option(
     "--grace-period",
     default=30.0,
     show_default=True,
     type=click.FloatRange(min=0),
     help="On SIGTERM, seconds to let requests in flight finish.",
+)
+@click.option(
+    "--web-bundle",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    metavar="DIR",
+    help="Also serve a bundle from `blipcap export web` at /web/ (cross-origin isolated, so "
+    "its WASM runs with threads; captioning there happens in the browser).",
 )
 @click.option(
     "--log-level",
@@ -149,9 +108,7 @@ Exit status: 0 after a clean shutdown, 2 on usage or configuration errors
 )
 @cli_errors
 def serve(
-    host, port, model, backend, device, dtype, db, max_batch_size, max_wait_ms, max_queue,
-    max_client_requests, request_timeout, max_body_mb, body_timeout, min_body_rate, max_uploads,
-    decode_memory_mb, max_images, api_keys, cors_origins, grace_period, log_level,
+    host, port, model, backend, device, dtype, grace_period, web_bundle, log_level, **settings
 ):  # fmt: skip
     """Serve the captioning API and web page (one shared model, dynamic batching)."""
     from .._optional import require
@@ -159,29 +116,19 @@ def serve(
     uvicorn = require("uvicorn", "server", "blipcap serve")
     from ..server import ServerConfig, create_app
 
-    keys = tuple(api_keys) + tuple(
+    values = config_values(settings)
+    keys = values["api_keys"] + tuple(
         k.strip() for k in os.environ.get("BLIPCAP_API_KEYS", "").split(",") if k.strip()
     )
+    # --max-images above --max-queue could never be admitted whole: it is capped to the queue.
+    most = min(values["max_images_per_request"], values["max_queue"])
     try:
         config = ServerConfig(
             model=model,
             backend=backend,
             device=device,
             dtype=dtype,
-            db=db,
-            max_batch_size=max_batch_size,
-            max_wait_ms=max_wait_ms,
-            max_queue=max_queue,
-            max_client_requests=max_client_requests,
-            request_timeout=request_timeout,
-            max_body_bytes=int(max_body_mb * 1_000_000),
-            body_timeout=body_timeout,
-            min_body_rate=min_body_rate * 1000,
-            max_uploads=max_uploads,
-            decode_memory_bytes=decode_memory_mb * 2**20,
-            max_images_per_request=min(max_images, max_queue),
-            api_keys=keys,
-            cors_origins=tuple(cors_origins),
+            **{**values, "api_keys": keys, "max_images_per_request": most},
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -198,7 +145,11 @@ def serve(
         if server is not None:
             server.should_exit = True
 
-    app = create_app(config, on_fatal=on_fatal)
+    if web_bundle is not None:
+        from ..web.serving import check_bundle
+
+        web_bundle = check_bundle(web_bundle)  # not a bundle: a usage error before loading
+    app = create_app(config, on_fatal=on_fatal, web_bundle=web_bundle)
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):  # SIGTERM / SIGINT

@@ -113,9 +113,7 @@ def social(
         seed=seed,
     )
     items = list(expand_inputs(list(inputs)))
-    cap = open_captioner(model, backend, device, dtype)
-    if cap.random_weights:
-        warn("this model has RANDOM weights (a test checkpoint): its descriptions are meaningless")
+    cap = open_captioner(model, backend, device, dtype, meaningless="its descriptions")
     posts = describe(
         cap,
         items,

@@ -40,6 +40,8 @@ as one product (one kernel instead of three at every step).
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -101,12 +103,39 @@ class _CachedSelfAttention(torch.autograd.Function):
         return out, present_k, present_v
 
 
+# True while exporting portable graphs (blipcap export ort): attention is traced as
+# plain ONNX operators (MatMul, Softmax, ...) instead of com.microsoft.MultiHeadAttention,
+# which ONNX Runtime's mobile package and its CoreML/NNAPI providers do not have.
+PLAIN_ATTENTION: ContextVar[bool] = ContextVar("blipcap_plain_attention", default=False)
+
+
+def _plain_attention(q, k, v, scale: float | None, mask=None) -> torch.Tensor:
+    """Attention spelled out (``(B, h, S, hd)`` each): the exporter writes scaled dot-product
+    attention with an ``IsNaN`` guard, an operator outside the mobile package."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (
+        q.shape[-1] ** -0.5 if scale is None else scale
+    )
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.matmul(scores.softmax(dim=-1), v)
+
+
+def _plain_self_attention(q, k, v, past_k, past_v, heads: int):
+    t, start = q.shape[1], past_k.shape[2]
+    k = torch.cat([past_k, _split(k, heads)], dim=2)
+    v = torch.cat([past_v, _split(v, heads)], dim=2)
+    mask = torch.arange(start + t)[None, :] <= (torch.arange(t) + start)[:, None]
+    return _merge(_plain_attention(_split(q, heads), k, v, None, mask)), k, v
+
+
 def cached_self_attention(q, k, v, past_k, past_v, heads: int):
     """Causal attention of ``q``, ``k``, ``v`` ``(N, T, D)`` over the past ``(N, heads, P, D / heads)`` and themselves.
 
     Returns the attention output ``(N, T, D)`` and the keys and values with the
     new ones appended ``(N, heads, P + T, D / heads)``.
     """
+    if PLAIN_ATTENTION.get():
+        return _plain_self_attention(q, k, v, past_k, past_v, heads)
     return _CachedSelfAttention.apply(q, k, v, past_k, past_v, heads)
 
 
@@ -119,6 +148,10 @@ def fused_attention(
     Runs as scaled dot-product attention in PyTorch and exports as one
     ``MultiHeadAttention`` node (ONNX Runtime's contrib domain).
     """
+    if PLAIN_ATTENTION.get():
+        if k.dim() == 3:
+            k, v = _split(k, heads), _split(v, heads)
+        return _merge(_plain_attention(_split(q, heads), k, v, scale))
     return _MultiHeadAttention.apply(q, k, v, heads, scale)
 
 

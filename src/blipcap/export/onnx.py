@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from .._optional import require
-from ..backends.onnx_manifest import (
+from ..backends.onnx_format import (
     CACHE_ROWS,
     DECODER_FILE,
     INPUT_IDS,
@@ -34,6 +33,7 @@ from ..backends.onnx_manifest import (
 )
 from ..errors import ExportError, OptionsError
 from ..hub import METADATA_FILES, ONNX_MANIFEST, file_sha256, resolve_model
+from ..version import __version__
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 14  # scaled_dot_product_attention needs 14
@@ -103,21 +103,7 @@ def export_onnx(
     torch = require("torch", "export", "ONNX export")
     require("onnx", "export", "ONNX export")
     require("onnxruntime", "export", "verifying the ONNX export")
-    if quantize not in QUANTIZATIONS:
-        raise OptionsError(f"unknown quantization {quantize!r}; choose int8 or int8-vision")
-    if opset < MIN_OPSET:
-        raise OptionsError(f"opset {opset} is too old; the graphs need opset {MIN_OPSET} or newer")
-    out = Path(out).expanduser().absolute()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise OptionsError(
-                f"{out} already exists and is not empty; choose another --out or pass --overwrite"
-            )
-        if out.is_dir() and not (out / ONNX_MANIFEST).exists():
-            raise OptionsError(
-                f"{out} is not a blipcap export (no {ONNX_MANIFEST}); refusing to overwrite it"
-            )
-
+    out = _check_request(out, quantize, opset, overwrite)
     files = resolve_model(model, revision=revision)
     if files.kind == "onnx":
         raise OptionsError(
@@ -153,24 +139,7 @@ def export_onnx(
         for name in METADATA_FILES:  # tokenizer, preprocessing and config, next to the graphs
             if (files.path / name).is_file():
                 shutil.copyfile(files.path / name, work / name)
-        manifest = Manifest(
-            source_model=files.model_id,
-            source_revision=files.revision,
-            source_files=dict(files.files),
-            opset=opset,
-            quantization=quantize,
-            blipcap_version=__version__,
-            files={},
-            graphs=graphs,
-            exporter={
-                "torch": torch.__version__,
-                "onnx": _version("onnx"),
-                "onnxruntime": _version("onnxruntime"),
-                "method": "torch.onnx.export (TorchScript)",
-                **({"quantization": quant_info} if quant_info else {}),
-            },
-            random_weights=config.random_weights,
-        )
+        manifest = _manifest(files, config, graphs, opset, quantize, quant_info)
         manifest.files = _digests(work)
         manifest.write(work)
 
@@ -194,6 +163,58 @@ def export_onnx(
             shutil.rmtree(work, ignore_errors=True)
     sizes = {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()}
     return ExportReport(out, quantize, sizes, verification, seconds)
+
+
+def _check_request(
+    out: str | os.PathLike[str], quantize: str | None, opset: int, overwrite: bool
+) -> Path:
+    """Refuse what cannot be exported before loading anything; the absolute output path."""
+    if quantize not in QUANTIZATIONS:
+        raise OptionsError(f"unknown quantization {quantize!r}; choose int8 or int8-vision")
+    if opset < MIN_OPSET:
+        raise OptionsError(f"opset {opset} is too old; the graphs need opset {MIN_OPSET} or newer")
+    out = Path(out).expanduser().absolute()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise OptionsError(
+                f"{out} already exists and is not empty; choose another --out or pass --overwrite"
+            )
+        if out.is_dir() and not (out / ONNX_MANIFEST).exists():
+            raise OptionsError(
+                f"{out} is not a blipcap export (no {ONNX_MANIFEST}); refusing to overwrite it"
+            )
+    return out
+
+
+def _manifest(
+    files: Any,
+    config: Any,
+    graphs: dict[str, Any],
+    opset: int,
+    quantize: str | None,
+    quant_info: dict[str, Any] | None,
+) -> Manifest:
+    """The manifest of a fresh export, before its file digests and verification are added."""
+    import torch
+
+    return Manifest(
+        source_model=files.model_id,
+        source_revision=files.revision,
+        source_files=dict(files.files),
+        opset=opset,
+        quantization=quantize,
+        blipcap_version=__version__,
+        files={},
+        graphs=graphs,
+        exporter={
+            "torch": torch.__version__,
+            "onnx": _version("onnx"),
+            "onnxruntime": _version("onnxruntime"),
+            "method": "torch.onnx.export (TorchScript)",
+            **({"quantization": quant_info} if quant_info else {}),
+        },
+        random_weights=config.random_weights,
+    )
 
 
 def _version(module: str) -> str | None:
@@ -326,8 +347,8 @@ def verify_export(
     from ..backends.onnx import OnnxBackend
     from ..backends.torch import TorchBackend
     from ..decoding import SpecialTokens
-    from ..model.processing import synthetic_images
     from ..options import CaptionOptions
+    from ..model.processing import synthetic_images
     from .verify import compare_decoding, logit_agreement
 
     torch_backend = TorchBackend(checkpoint, config, device="cpu", dtype="float32")

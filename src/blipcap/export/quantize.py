@@ -32,7 +32,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..backends.onnx_manifest import DECODER_FILE, VISION_FILE
+from ..backends.onnx_format import DECODER_FILE, VISION_FILE
 from ..errors import ExportError
 
 DECODER_BLOCK = 128

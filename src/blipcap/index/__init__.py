@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from .indexer import Indexer, IndexOptions, IndexSummary
+from .open import default_db_path, open_store
 from .store import (
     ImageRecord,
     PathRecord,
@@ -16,8 +17,6 @@ from .store import (
     SearchHit,
     Store,
     WriteBatch,
-    default_db_path,
-    open_store,
     rrf_fuse,
 )
 

@@ -171,22 +171,20 @@ class Embedder:
             probs = np.exp(scores)
             probs /= probs.sum(-1, keepdims=True)
             ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, length, dim)
-            attn = linear(ctx, f"{p}.attention.output.dense")
-            x = _layer_norm(
-                attn + x,
-                w[f"{p}.attention.output.LayerNorm.weight"],
-                w[f"{p}.attention.output.LayerNorm.bias"],
-                self.eps,
-            )
+            x = self._residual_norm(linear(ctx, f"{p}.attention.output.dense"), x, f"{p}.attention")
             inner = _gelu(linear(x, f"{p}.intermediate.dense"))
-            out = linear(inner, f"{p}.output.dense")
-            x = _layer_norm(
-                out + x,
-                w[f"{p}.output.LayerNorm.weight"],
-                w[f"{p}.output.LayerNorm.bias"],
-                self.eps,
-            )
+            x = self._residual_norm(linear(inner, f"{p}.output.dense"), x, p)
         return x
+
+    def _residual_norm(self, out: np.ndarray, x: np.ndarray, prefix: str) -> np.ndarray:
+        """BERT's ``LayerNorm(out + x)`` with the weights of ``{prefix}.output.LayerNorm``."""
+        w = self.w
+        return _layer_norm(
+            out + x,
+            w[f"{prefix}.output.LayerNorm.weight"],
+            w[f"{prefix}.output.LayerNorm.bias"],
+            self.eps,
+        )
 
 
 @lru_cache(maxsize=1)

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -323,31 +322,3 @@ def _normalize_date(value: str | None, end: bool) -> str | None:
         raise OptionsError(
             f"not a date: {value!r}; use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS"
         ) from None
-
-
-def default_db_path() -> Path:
-    """$BLIPCAP_DB, else $XDG_DATA_HOME/blipcap/index.db (~/.local/share/blipcap/index.db)."""
-    env = os.environ.get("BLIPCAP_DB")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "share"
-    )
-    return Path(base) / "blipcap" / "index.db"
-
-
-def is_postgres_url(db: str | os.PathLike[str]) -> bool:
-    return str(db).startswith(("postgresql://", "postgres://"))
-
-
-def open_store(db: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
-    """Open the index at ``db``: a SQLite file path (default) or a ``postgresql://`` URL."""
-    if db is None:
-        db = default_db_path()
-    if is_postgres_url(db):
-        from .postgres import PostgresStore
-
-        return PostgresStore(str(db))
-    from .sqlite import SQLiteStore
-
-    return SQLiteStore(db, create=create)

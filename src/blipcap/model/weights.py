@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ModelLoadError
+from ..errors import BlipcapError, ModelLoadError
 from .config import BlipConfig
 from .text import TextDecoder
+from .tf_weights import TF_WEIGHTS
 from .vision import VisionModel
 
 # Keys of the published checkpoints that captioning does not use (ITM/ITC heads,
@@ -37,7 +38,8 @@ class BlipCaptioningModel(nn.Module):
 
 
 def weight_files(directory: Path) -> list[Path]:
-    """The checkpoint's weight files: safetensors (single or sharded) first, else pytorch_model.bin."""
+    """The checkpoint's weight files: safetensors (single or sharded) first, else
+    pytorch_model.bin, else TensorFlow's tf_model.h5."""
     single = directory / "model.safetensors"
     if single.exists():
         return [single]
@@ -48,9 +50,12 @@ def weight_files(directory: Path) -> list[Path]:
     pickle = directory / "pytorch_model.bin"
     if pickle.exists():
         return [pickle]
+    tf = directory / TF_WEIGHTS
+    if tf.exists():
+        return [tf]
     raise ModelLoadError(
         f"no weights in {directory}: expected model.safetensors (or a sharded "
-        "model.safetensors.index.json, or pytorch_model.bin)"
+        "model.safetensors.index.json, pytorch_model.bin or tf_model.h5)"
     )
 
 
@@ -62,9 +67,15 @@ def read_state_dict(files: Iterable[Path]) -> dict[str, torch.Tensor]:
                 from safetensors.torch import load_file
 
                 state.update(load_file(str(f)))
+            elif f.suffix == ".h5":
+                from .tf_weights import read_tf_h5
+
+                state.update({k: torch.from_numpy(v) for k, v in read_tf_h5(f).items()})
             else:
                 # weights_only: a checkpoint must never be able to run code on load.
                 state.update(torch.load(f, map_location="cpu", weights_only=True))
+        except BlipcapError:  # a missing h5py, or a file read_tf_h5 already explained
+            raise
         except Exception as exc:  # noqa: BLE001 - any failure here means a bad file
             raise ModelLoadError(
                 f"could not read weights from {f}: {exc}. The file may be truncated or corrupt; "

@@ -6,6 +6,7 @@ the model is loaded *and* has captioned one warm-up image). Every caption
 request - captions, social, and the features that caption internally - goes
 through the same :class:`~blipcap.server.batcher.MicroBatcher`, so concurrent
 requests share model batches and the model runs in exactly one thread.
+The routes are one router per feature, in :mod:`blipcap.server.routes`.
 
 Shutdown (SIGTERM): ``state.draining`` flips at once (``/readyz`` 503, new
 work 503), uvicorn stops accepting connections and waits for requests in
@@ -25,27 +26,22 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from .. import __version__, social
 from ..engine import split_good
 from ..errors import BlipcapError, DecodeBusyError, MissingDependencyError
 from ..images import CancelToken, set_decode_memory_budget
 from ..memory import return_large_frees_to_the_os
 from ..options import CaptionOptions, resolve_options
 from ..results import Caption
+from ..version import __version__
 from . import schemas
 from .batcher import DeadlineError, MicroBatcher, QueueFullError, ShuttingDownError
 from .captioning import BatchedCaptioner, failed_record
 from .config import ServerConfig
 from .inputs import (
     Loaded,
-    RequestError,
-    caption_options,
-    load_inputs,
-    parse_request,
     status_for,
 )
 from .limits import (
@@ -58,13 +54,9 @@ from .limits import (
     retry_after_header,
 )
 from .metrics import Metrics, MetricsMiddleware
+from .routes import install_routes
 
 log = logging.getLogger("blipcap.server")
-STATIC = Path(__file__).parent / "static"
-CSP = (
-    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
 
 
 class UnauthorizedError(BlipcapError):
@@ -92,7 +84,8 @@ class ServerState:
         self.limiter = ClientLimiter(config.max_client_requests)
         self.uploads = UploadSlots(config.max_uploads)
         """Request bodies being received (they hold no place in ``admit`` until complete)."""
-        self.features: dict[str, Any] = {}
+        self.features: list[str] = []
+        """The features this server offers, as ``GET /v1/info`` lists them (see routes/)."""
         self.startup_checks: list[Callable[[], None]] = []
         """Run before readiness (e.g. the search index opens); a failure fails the start."""
         self.batcher = MicroBatcher(
@@ -214,8 +207,12 @@ def create_app(
     *,
     captioner: Any = None,
     on_fatal: Callable[[BaseException], None] | None = None,
+    web_bundle: str | Path | None = None,
 ) -> FastAPI:
-    """The blipcap HTTP service. ``captioner``: use this object instead of loading ``config.model``."""
+    """The blipcap HTTP service. ``captioner``: use this object instead of loading ``config.model``.
+
+    ``web_bundle``: a directory written by ``blipcap export web``, served at ``/web/``.
+    """
     config = config or ServerConfig()
     state = ServerState(config, captioner)
 
@@ -246,19 +243,13 @@ def create_app(
     )
     app.state.blipcap = state
     _install_errors(app, state)
-    _install_routes(app, state)
-    from .features import install_features
+    installed = install_routes(app, state)
+    if web_bundle is not None:
+        from ..web.serving import mount
 
-    install_features(app, state)
-    schemas.install_openapi(
-        app,
-        {
-            "/v1/captions": (schemas.CaptionsRequest, schemas.MULTIPART_CAPTIONS),
-            "/v1/social": (schemas.SocialRequest, schemas.MULTIPART_SOCIAL),
-            **state.features.get("bodies", {}),
-        },
-    )
-    routes = {route.path for route in app.routes}  # type: ignore[attr-defined]
+        mount(app, web_bundle)
+    schemas.install_openapi(app, installed.bodies)
+    routes = installed.paths
     # Bodies are received whole (size, deadline, rate, upload bound) before any route runs.
     app.add_middleware(
         BodyMiddleware,
@@ -362,178 +353,3 @@ def _install_errors(app: FastAPI, state: ServerState) -> None:
             where = ".".join(str(p) for p in err.get("loc", ()))
             parts.append(f"{where}: {err.get('msg', 'invalid')}")
         return error_response(422, "invalid request: " + "; ".join(parts))
-
-
-ERRORS = {
-    code: {"model": schemas.ErrorResponse, "description": text}
-    for code, text in {
-        400: "Malformed multipart body",
-        401: "Missing or wrong API key (when keys are configured)",
-        413: "Body, image or image count over the limits, or a decompression bomb",
-        415: "Not an allow-listed image format, or an unsupported Content-Type",
-        422: "Undecodable image, refused or failed URL, or invalid options",
-        429: "Too many requests in flight from this client (see Retry-After)",
-        503: "Queue full, decode memory busy, model not ready, or shutting down (see Retry-After)",
-        504: "The request deadline passed",
-    }.items()
-}
-
-
-def _install_routes(app: FastAPI, state: ServerState) -> None:
-    config = state.config
-
-    @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": CSP})
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    @app.get(
-        "/livez", response_model=schemas.Health, response_model_exclude_none=True, tags=["health"]
-    )
-    async def livez() -> dict:
-        """Liveness: the process answers (no model or database involved)."""
-        return {"status": "alive"}
-
-    @app.get(
-        "/readyz",
-        response_model=schemas.Health,
-        tags=["health"],
-        responses={503: {"model": schemas.Health, "description": "Not ready"}},
-    )
-    async def readyz() -> Any:
-        """Readiness: 200 once the model is loaded and warmed up; 503 before, and while draining."""
-        cap = state.captioner
-        body = {
-            "status": "draining" if state.draining else state.status,
-            "model": getattr(cap, "model_id", None) if cap is not None else None,
-            "random_weights": getattr(cap, "random_weights", None) if cap is not None else None,
-        }
-        if state.load_error:
-            body["detail"] = state.load_error
-        return JSONResponse(body, status_code=200 if state.ready else 503)
-
-    @app.get("/metrics", tags=["health"], response_class=Response)
-    async def metrics() -> Response:
-        """Prometheus metrics (text exposition format)."""
-        payload, ctype = state.metrics.render()
-        return Response(payload, media_type=ctype)
-
-    @app.get("/v1/info", response_model=schemas.Info, tags=["info"], responses={401: ERRORS[401]})
-    async def info(request: Request) -> dict:
-        """The model, the features this server offers, its limits and the platforms' rules."""
-        state.client_of(request)
-        cap = state.captioner
-        return {
-            "version": __version__,
-            "status": "draining" if state.draining else state.status,
-            "model": getattr(cap, "model_id", None),
-            "backend": getattr(getattr(cap, "backend", None), "name", None),
-            "device": getattr(cap, "device", None),
-            "dtype": getattr(cap, "dtype", None),
-            "random_weights": getattr(cap, "random_weights", None),
-            "features": ["captions", "social", *state.features.get("names", [])],
-            "auth": state.api_keys.enabled,
-            "limits": {
-                "max_body_bytes": config.max_body_bytes,
-                "max_images_per_request": config.max_images_per_request,
-                "max_batch_size": config.max_batch_size,
-                "max_queue": config.max_queue,
-                "request_timeout": config.request_timeout,
-                "max_new_tokens": config.max_new_tokens,
-                "max_beams": config.max_beams,
-                "max_captions": config.max_captions,
-            },
-            "platforms": {
-                key: {
-                    "name": p.name,
-                    "alt_limit": p.alt_limit,
-                    "post_limit": p.post_limit,
-                    "url_length": p.url_length,
-                    "bare_domains": p.bare_domains,
-                    "weighted": p.weighted,
-                    "max_hashtags": p.max_hashtags,
-                }
-                for key, p in social.PLATFORMS.items()
-            },
-        }
-
-    @app.post(
-        "/v1/captions",
-        response_model=schemas.CaptionsResponse,
-        tags=["captions"],
-        responses=ERRORS,
-    )
-    async def captions(request: Request) -> JSONResponse:
-        """Caption images: multipart ``files`` (one or more), or JSON ``images`` (url / base64).
-
-        The records are those of ``blipcap caption --format jsonl``, in input
-        order. If every image fails, the answer is the first failure's status
-        (415 format, 413 size/bomb, 422 undecodable or refused URL); if some
-        succeed, the failed ones are records with an ``error``.
-        """
-        client = state.client_of(request)
-        with state.admit(client):
-            deadline = time.monotonic() + config.request_timeout
-            # From here until its images are queued, this request is on its way: a batch
-            # may wait a little for it (see plan_batch).
-            with state.batcher.expecting(1):
-                parsed = await parse_request(request, config, schemas.CaptionsRequest)
-                options = caption_options(parsed.fields.get("options"), config)
-                loaded = await load_inputs(parsed.inputs, config, deadline, state.model_sized)
-            results = await state.caption_loaded(loaded, options, deadline, client)
-        return JSONResponse({"results": [r.to_record() for r in results]})
-
-    @app.post(
-        "/v1/social",
-        response_model=schemas.SocialResponse,
-        tags=["social"],
-        responses=ERRORS,
-    )
-    async def social_posts(request: Request) -> JSONResponse:
-        """Alt text and post text per platform, fitted to its limits and counted its way.
-
-        One record per image and platform (image-major). ``variants`` > 1
-        samples that many captions and ranks them; ``variants[0]`` is the best.
-        """
-        client = state.client_of(request)
-        with state.admit(client):
-            deadline = time.monotonic() + config.request_timeout
-            with state.batcher.expecting(1):
-                parsed = await parse_request(request, config, schemas.SocialRequest)
-                opts, platforms = _social_options(parsed.fields, config)
-                base = caption_options(parsed.fields.get("options"), config)
-                try:
-                    cap_opts = opts.caption_options(base)
-                except BlipcapError as exc:
-                    raise RequestError(422, f"invalid options: {exc}") from None
-                loaded = await load_inputs(parsed.inputs, config, deadline, state.model_sized)
-            results = await state.caption_loaded(loaded, cap_opts, deadline, client)
-        random_weights = bool(getattr(state.captioner, "random_weights", False))
-        records = [
-            social.compose(r, p, opts, random_weights=random_weights).to_record()
-            for r in results
-            for p in platforms
-        ]
-        return JSONResponse({"results": records})
-
-
-def _social_options(
-    fields: dict[str, Any], config: ServerConfig
-) -> tuple[social.SocialOptions, list[str]]:
-    """SocialOptions from the fields of a validated :class:`~.schemas.SocialRequest`."""
-    most = min(10, config.max_captions)
-    if fields["variants"] > most:
-        raise RequestError(422, f"'variants' must be between 1 and {most} on this server")
-    attribution = fields["attribution"]
-    if isinstance(attribution, str):
-        text = attribution.strip() or None
-    else:
-        text = social.DEFAULT_ATTRIBUTION if attribution else None
-    options = social.SocialOptions(
-        variants=fields["variants"],
-        hashtags=fields["hashtags"],
-        max_hashtags=fields["max_hashtags"],
-        attribution=text,
-    )
-    return options, list(dict.fromkeys(fields["platforms"]))

@@ -1,17 +1,23 @@
 """Request and response shapes, for validation and the OpenAPI document.
 
-The caption endpoints take either ``multipart/form-data`` (files) or JSON
+The image endpoints take either ``multipart/form-data`` (files) or JSON
 (URLs / base64), which FastAPI cannot express with plain parameters, so the
-handlers parse the body themselves and :func:`install_openapi` documents both
-media types on each route.
+handlers parse the body themselves. Each request model is the one source of
+its rules: it validates the JSON body, :func:`~.inputs.form_model` derives
+the form model that validates a multipart body from it, and
+:func:`multipart_schema` derives the multipart OpenAPI schema from that form
+model; :func:`install_openapi` documents both media types on each route.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import typing
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.json_schema import SkipJsonSchema
+
+from .. import social
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -70,7 +76,7 @@ class CaptionsRequest(BaseModel):
     options: OptionsIn | None = None
 
 
-Platform = Literal["x", "mastodon", "bluesky", "instagram"]
+Platform = Literal[tuple(social.PLATFORMS)]  # type: ignore[valid-type]
 
 
 class SocialRequest(BaseModel):
@@ -86,6 +92,35 @@ class SocialRequest(BaseModel):
     ] = False
     """true adds "Machine-generated description."; other text adds that text instead."""
     options: OptionsIn | None = None
+
+
+class AltTextRequest(BaseModel):
+    """An HTML fragment to check, or images to describe (as for /v1/captions)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["html"]}, {"required": ["images"]}]},
+    )
+    json_only: ClassVar[frozenset[str]] = frozenset({"html"})
+    """Fields a multipart body cannot carry (a form sends images, so no fragment)."""
+
+    html: Annotated[str, Field(max_length=2_000_000)] | SkipJsonSchema[None] = None
+    images: Annotated[list[ImageRef], Field(min_length=1)] | SkipJsonSchema[None] = None
+    max_chars: Annotated[int, Field(ge=20, le=1000)] = 150
+
+
+class DocumentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    images: Annotated[
+        list[ImageRef], Field(min_length=1, max_length=1, description="One image or PDF.")
+    ]
+    engine: Literal["rapidocr", "tesseract"] | None = None
+    lang: Annotated[
+        str,
+        Field(pattern=r"^[a-z_+]{3,40}$", description="Tesseract language(s), e.g. eng or deu+eng"),
+    ] = "eng"
+    caption: bool = True
 
 
 class ErrorItem(BaseModel):
@@ -105,21 +140,26 @@ class ItemErrorOut(BaseModel):
     message: str
 
 
-class CaptionRecord(BaseModel):
-    """The same record as ``blipcap caption --format jsonl``."""
+class ProvenanceOut(BaseModel):
+    """Where a result came from (see :class:`~blipcap.results.Provenance`)."""
 
-    path: str | None
-    caption: str | None
-    captions: list[str] | None = None
-    error: ItemErrorOut | None
     model: str | None = None
     revision: str | None = None
     backend: str | None = None
     dtype: str | None = None
     device: str | None = None
     options: dict[str, Any] | None = None
-    machine_generated: bool | None = None
     blipcap_version: str | None = None
+
+
+class CaptionRecord(ProvenanceOut):
+    """The same record as ``blipcap caption --format jsonl``."""
+
+    path: str | None
+    caption: str | None
+    captions: list[str] | None = None
+    error: ItemErrorOut | None
+    machine_generated: bool | None = None
     random_weights: bool | None = None
 
 
@@ -127,18 +167,7 @@ class CaptionsResponse(BaseModel):
     results: list[CaptionRecord]
 
 
-class VariantOut(BaseModel):
-    caption: str
-    alt_text: str
-    alt_text_length: int
-    text: str
-    text_length: int
-    hashtags: list[str]
-    score: float | None
-    truncated: bool
-
-
-class SocialRecord(BaseModel):
+class SocialRecord(ProvenanceOut):
     path: str | None
     platform: Platform
     alt_text: str | None
@@ -148,17 +177,10 @@ class SocialRecord(BaseModel):
     text_length: int | None
     text_limit: int
     hashtags: list[str]
-    variants: list[VariantOut]
+    variants: list[social.Variant]  # the dataclass itself: its fields are the record's
     error: ItemErrorOut | None
     machine_generated: bool
     random_weights: bool
-    model: str | None = None
-    revision: str | None = None
-    backend: str | None = None
-    dtype: str | None = None
-    device: str | None = None
-    options: dict[str, Any] | None = None
-    blipcap_version: str | None = None
 
 
 class SocialResponse(BaseModel):
@@ -172,14 +194,14 @@ class Health(BaseModel):
     random_weights: bool | None = None
 
 
-class PlatformInfo(BaseModel):
-    name: str
-    alt_limit: int
-    post_limit: int
-    url_length: int | None
-    bare_domains: bool
-    weighted: bool
-    max_hashtags: int
+PlatformInfo = create_model(  # social.Platform's rules, less its key (the key maps to it)
+    "PlatformInfo",
+    **{  # type: ignore[call-overload]
+        name: (kind, ...)
+        for name, kind in typing.get_type_hints(social.Platform).items()
+        if name != "key"
+    },
+)
 
 
 class Info(BaseModel):
@@ -196,51 +218,67 @@ class Info(BaseModel):
     platforms: dict[str, PlatformInfo]
 
 
-MULTIPART_CAPTIONS = {
-    "type": "object",
-    "properties": {
-        "files": {
-            "type": "array",
-            "items": {"type": "string", "format": "binary"},
-            "minItems": 1,
-            "description": "One or more images (JPEG, PNG, WebP, GIF, BMP, TIFF; HEIF/AVIF where installed).",
-        },
-        "options": {
-            "type": "string",
-            "description": 'Caption options as a JSON object, e.g. {"preset": "coco"}.',
-        },
-    },
-    "required": ["files"],
-    "additionalProperties": False,
-}
-
-MULTIPART_SOCIAL = {
-    "type": "object",
-    "properties": {
-        "files": MULTIPART_CAPTIONS["properties"]["files"],
-        "platforms": {
-            "type": "array",
-            "items": {"type": "string", "enum": ["x", "mastodon", "bluesky", "instagram"]},
-            "minItems": 1,
-            "maxItems": 4,
-        },
-        "variants": {"type": "integer", "minimum": 1, "maximum": 10},
-        "hashtags": {"type": "boolean"},
-        "max_hashtags": {"type": "integer", "minimum": 0, "maximum": 30},
-        "attribution": {
-            "type": "string",
-            "maxLength": 200,
-            "description": "'true' or 'false', or the attribution text",
-        },
-        "options": MULTIPART_CAPTIONS["properties"]["options"],
-    },
-    "required": ["files"],
-    "additionalProperties": False,
-}
+FILES = "One or more images (JPEG, PNG, WebP, GIF, BMP, TIFF; HEIF/AVIF where installed)."
 
 
-def install_openapi(app: Any, bodies: dict[str, tuple[type[BaseModel], dict]]) -> None:
-    """Document JSON and multipart request bodies for ``bodies`` {path: (json model, form schema)}."""
+def multipart_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The ``multipart/form-data`` schema of ``model``: ``images`` as ``files`` parts, then the form.
+
+    The form fields are those of :func:`~.inputs.form_model` (the model that
+    validates a multipart body), with their constraints; a field that holds an
+    object (``options``) is a text field with the object as JSON.
+    """
+    from .inputs import form_model
+
+    images = model.model_json_schema()["properties"]["images"]
+    files: dict[str, Any] = {"type": "array", "items": {"type": "string", "format": "binary"}}
+    files.update({k: v for k, v in images.items() if k in ("minItems", "maxItems")})
+    files["description"] = images.get("description", FILES)
+    form = form_model(model)
+    fields = form.model_json_schema()
+    properties: dict[str, Any] = {"files": files}
+    for name, prop in fields["properties"].items():
+        if name in getattr(model, "json_only", ()):
+            continue
+        nested = _nested_model(form.model_fields[name].annotation)
+        if nested is not None:
+            summary = (nested.__doc__ or nested.__name__).strip().splitlines()[0]
+            prop = {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "description": f'{summary} As a JSON object, e.g. {{"preset": "coco"}}.',
+            }
+        properties[name] = _form_field(prop)
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": ["files", *fields.get("required", [])],
+        "additionalProperties": False,
+    }
+
+
+def _form_field(prop: dict[str, Any]) -> dict[str, Any]:
+    """A field's schema as a form part: no title, and no null (a form leaves the field out)."""
+    prop = {k: v for k, v in prop.items() if k != "title"}
+    branches = [b for b in prop.get("anyOf", []) if b != {"type": "null"}]
+    if "anyOf" in prop and len(branches) < len(prop["anyOf"]):
+        del prop["anyOf"]
+        prop.update(branches[0] if len(branches) == 1 else {"anyOf": branches})
+        if prop.get("default", 0) is None:
+            del prop["default"]
+    return prop
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The model inside ``annotation`` (``OptionsIn | None`` -> OptionsIn), if any."""
+    for arg in (annotation, *typing.get_args(annotation)):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def install_openapi(app: Any, bodies: dict[str, type[BaseModel]]) -> None:
+    """Document the JSON and multipart request bodies of ``bodies`` {path: request model}."""
     from fastapi.openapi.utils import get_openapi
 
     def openapi() -> dict[str, Any]:
@@ -254,7 +292,7 @@ def install_openapi(app: Any, bodies: dict[str, tuple[type[BaseModel], dict]]) -
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         ref = "#/components/schemas/{model}"
-        for path, (model, form) in bodies.items():
+        for path, model in bodies.items():
             operation = schema["paths"].get(path, {}).get("post")
             if operation is None:
                 continue
@@ -266,7 +304,7 @@ def install_openapi(app: Any, bodies: dict[str, tuple[type[BaseModel], dict]]) -
                 "required": True,
                 "content": {
                     "application/json": {"schema": {"$ref": ref.format(model=model.__name__)}},
-                    "multipart/form-data": {"schema": form},
+                    "multipart/form-data": {"schema": multipart_schema(model)},
                 },
             }
         app.openapi_schema = schema

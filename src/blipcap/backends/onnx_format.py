@@ -1,6 +1,7 @@
-"""The manifest of an exported ONNX directory (``blipcap_onnx.json``): written by the
-exporter, checked by the ONNX backend. Needs only the standard library (the
-backend runs without torch).
+"""The ONNX directory format: the manifest (``blipcap_onnx.json``), file and
+graph names. It lives with its reader, the ONNX backend; the exporter
+(:mod:`blipcap.export`) imports it from here, so backends never import the
+exporter. Needs only the standard library (the backend runs without torch).
 """
 
 from __future__ import annotations
