@@ -19,6 +19,7 @@ import pytest
 from PIL import GifImagePlugin, Image, ImageFile
 
 from blipcap import image_guard, images
+from blipcap.engine import decode_ahead
 from blipcap.errors import CorruptImageError, ImageTooLargeError, InputError, UnsupportedFormatError
 from blipcap.images import (
     ImageInput,
@@ -27,7 +28,6 @@ from blipcap.images import (
     load_image,
     load_input,
 )
-from blipcap.engine import decode_ahead
 from blipcap.testing import gif_frame_flood, png_chunk
 
 RED, GREEN, BLUE, WHITE, GRAY = (

@@ -347,8 +347,8 @@ def verify_export(
     from ..backends.onnx import OnnxBackend
     from ..backends.torch import TorchBackend
     from ..decoding import SpecialTokens
-    from ..options import CaptionOptions
     from ..model.processing import synthetic_images
+    from ..options import CaptionOptions
     from .verify import compare_decoding, logit_agreement
 
     torch_backend = TorchBackend(checkpoint, config, device="cpu", dtype="float32")
