@@ -347,8 +347,9 @@ def verify_export(
     from ..backends.onnx import OnnxBackend
     from ..backends.torch import TorchBackend
     from ..decoding import SpecialTokens
+    from ..model.processing import synthetic_images
     from ..options import CaptionOptions
-    from .verify import compare_decoding, logit_agreement, synthetic_images
+    from .verify import compare_decoding, logit_agreement
 
     torch_backend = TorchBackend(checkpoint, config, device="cpu", dtype="float32")
     onnx_backend = OnnxBackend(export_dir, config, device="cpu")

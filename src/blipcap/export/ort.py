@@ -303,8 +303,9 @@ def verify_ort(source: Path, target: Path, images: int) -> dict[str, Any]:
     from ..decoding import SpecialTokens
     from ..hub import load_json
     from ..model.config import BlipConfig
+    from ..model.processing import synthetic_images
     from ..options import CaptionOptions
-    from .verify import compare_decoding, synthetic_images
+    from .verify import compare_decoding
 
     config = BlipConfig.from_dict(load_json(source / "config.json"))
     reference = OnnxBackend(source, config, device="cpu")
