@@ -221,8 +221,9 @@ class Captioner:
             guard=getattr(decoded[0], "guard", None),
         )  # fmt: skip
 
-    def caption_pixels(self, pixels: np.ndarray, options: CaptionOptions) -> list[list[str]]:
-        """Captions per image for (N, H, W, 3) uint8 images already at the model's size.
+    def caption_pixels(self, pixels: np.ndarray, options: CaptionOptions) -> list[Caption]:
+        """A :class:`Caption` per image (no path, no provenance) for (N, H, W, 3) uint8 images
+        already at the model's size: captions, confidences and the guard's report.
 
         What a caller that decoded and resized elsewhere (the Ray job's read
         stage) hands over: a quarter of the bytes of normalized pixels. A torch
@@ -242,7 +243,7 @@ class Captioner:
             tokens = self.generate_tokens(
                 self.preprocess.normalize(pixels.transpose(0, 3, 1, 2)), options
             )
-        return [[self.caption_text(t, options) for t in per_image] for per_image in tokens]
+        return [self.decoded_result(None, per_image, options, None) for per_image in tokens]
 
     def caption_text(self, tokens: list[int], opts: CaptionOptions) -> str:
         """Generated token ids -> caption text (prompt kept if asked, known artifacts removed).

@@ -37,6 +37,7 @@ from ._optional import require
 from .engine import split_good
 from .errors import InputError, OptionsError
 from .inputs import IMAGE_EXTENSIONS, expand_inputs, read_source
+from .results import Caption
 
 REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "abfss://")
 # Input errors that the same bytes will always produce: such rows count as done.
@@ -279,7 +280,7 @@ class CaptionActor:
         self.settings = settings
         self.provenance = self.captioner.provenance_for(self.options)
 
-    def _caption(self, pixels: np.ndarray) -> list[list[str]]:
+    def _caption(self, pixels: np.ndarray) -> list[Caption]:
         return self.captioner.caption_pixels(pixels, self.options)
 
     def __call__(self, batch: dict[str, np.ndarray]):
@@ -299,7 +300,7 @@ class CaptionActor:
         try:
             return self._caption(pixels[rows])
         except Exception:  # noqa: BLE001 - one bad item must not fail the batch: retry one by one
-            out: list[list[str] | None] = []
+            out: list[Caption | None] = []
             for i in rows:
                 try:
                     out.append(self._caption(pixels[i : i + 1])[0])
@@ -317,8 +318,31 @@ class CaptionActor:
         columns = {
             "path": pa.array([str(x) for x in batch["path"]], pa.string()),
             "sha256": pa.array(sha, pa.string()),
-            "caption": pa.array([c[0] if c else None for c in captions], pa.string()),
-            "captions": pa.array([c or [] for c in captions], pa.list_(pa.string())),
+            "caption": pa.array([c.caption if c else None for c in captions], pa.string()),
+            "captions": pa.array(
+                [c.captions if c else [] for c in captions], pa.list_(pa.string())
+            ),
+            "confidence": pa.array(
+                [c.confidence.to_dict() if c and c.confidence else None for c in captions],
+                confidence_type(pa),
+            ),
+            "confidences": pa.array(
+                [
+                    [x.to_dict() if x else None for x in c.confidences] if c else []
+                    for c in captions
+                ],
+                pa.list_(confidence_type(pa)),
+            ),
+            "guard": pa.array(
+                [c.guard.to_dict() if c and c.guard else None for c in captions],
+                pa.struct(
+                    [
+                        ("detected", pa.list_(pa.string())),
+                        ("action", pa.string()),
+                        ("resolved", pa.bool_()),
+                    ]
+                ),
+            ),
             "error": pa.array(
                 [{"type": e[0], "message": e[1]} if e else None for e in errors],
                 pa.struct([("type", pa.string()), ("message", pa.string())]),
@@ -336,6 +360,18 @@ class CaptionActor:
             "captioned_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
         }
         return pa.table(columns)
+
+
+def confidence_type(pa):
+    """The Parquet type of a caption's confidence (blipcap.results.Confidence.to_dict)."""
+    return pa.struct(
+        [
+            ("score", pa.float64()),
+            ("mean_logprob", pa.float64()),
+            ("min_logprob", pa.float64()),
+            ("tokens", pa.int64()),
+        ]
+    )
 
 
 # -- the job -------------------------------------------------------------------------------

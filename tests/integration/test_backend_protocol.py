@@ -49,8 +49,10 @@ def test_preencoded_tokens_equal_the_default_paths(tiny):
 def test_uint8_pixels_at_model_size_caption_as_their_images(tiny):
     images = photos(3)
     u8 = np.stack([tiny.preprocess.to_uint8(im) for im in images])
-    want = [r.captions for r in tiny.caption(images, max_new_tokens=7)]
-    assert tiny.caption_pixels(u8, CaptionOptions(max_new_tokens=7)) == want
+    want = tiny.caption(images, max_new_tokens=7)
+    got = tiny.caption_pixels(u8, CaptionOptions(max_new_tokens=7))
+    assert [r.captions for r in got] == [r.captions for r in want]
+    assert [r.confidences for r in got] == [r.confidences for r in want]
 
 
 def test_numpy_normalization_is_the_preprocessors(tiny):
