@@ -4,7 +4,7 @@ CPU (measured): for each model (BLIP-large and BLIP-base shapes, random
 weights) and backend (torch fp32, ONNX int8), one process loads the model,
 then decodes one batch per setting (forced length), smallest first; the peak
 resident set of each decode is read from the kernel's high-water mark
-(reset before each, see ``blipcap.batching.PeakMeter``). Next to each
+(reset before each, see ``blipcap.memory.PeakMeter``). Next to each
 measurement: the memory model's prediction, ``RSS after load + batch x
 per_image`` (``blipcap.batching.estimate_per_image``).
 
@@ -55,8 +55,9 @@ def worker(shape: str, backend: str, model: str) -> list[dict]:
     import numpy as np
 
     from blipcap import Captioner
-    from blipcap.batching import PeakMeter, estimate_per_image
-    from blipcap.export.verify import synthetic_images
+    from blipcap.batching import estimate_per_image
+    from blipcap.memory import PeakMeter
+    from blipcap.model.processing import synthetic_images
 
     if backend == "torch":
         cap = Captioner(model, backend="torch", device="cpu", dtype="float32")

@@ -56,6 +56,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import OptionsError, OutOfMemoryError
+from .memory import PeakMeter, is_out_of_memory, release_cached_memory
 
 log = logging.getLogger("blipcap.batching")
 
@@ -198,82 +199,6 @@ def memory_budget(device: str, fraction: float = MEMORY_FRACTION) -> int | None:
     return None if free is None else int(free * fraction)
 
 
-# -- measuring peak memory ------------------------------------------------------------------------
-
-
-def _rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _read_hwm() -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-class PeakMeter:
-    """Peak memory of the process (CPU: resident set; CUDA: torch's allocated bytes) in a block.
-
-    On Linux the kernel's own high-water mark (VmHWM) is reset at the start
-    (``/proc/self/clear_refs``) and read at the end; elsewhere a thread
-    samples the resident set every millisecond.
-    """
-
-    def __init__(self, device: str = "cpu"):
-        self.device = device
-        self.peak: int | None = None
-        self._sampler: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._sampled = 0
-
-    def __enter__(self) -> PeakMeter:
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            return self
-        self._hwm = False
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # reset VmHWM to the current RSS
-            self._hwm = _read_hwm() is not None
-        except OSError:
-            pass
-        if not self._hwm:
-            self._sampled = _rss_bytes() or 0
-            self._sampler = threading.Thread(target=self._sample, daemon=True)
-            self._sampler.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.001):
-            self._sampled = max(self._sampled, _rss_bytes() or 0)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.synchronize()
-            self.peak = int(torch.cuda.max_memory_allocated())
-        elif self._hwm:
-            self.peak = _read_hwm()
-        else:
-            self._stop.set()
-            if self._sampler is not None:
-                self._sampler.join()
-            self.peak = max(self._sampled, _rss_bytes() or 0) or None
-
-
 # -- calibration ----------------------------------------------------------------------------------
 
 
@@ -358,40 +283,6 @@ def plan_batch_size(
 # -- out-of-memory back-off -------------------------------------------------------------------------
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA/CPU allocation failures from torch, ONNX Runtime or Python itself."""
-    if isinstance(exc, MemoryError):
-        return True
-    name = type(exc).__name__
-    if name == "OutOfMemoryError" and not isinstance(exc, OutOfMemoryError):
-        return True  # torch.cuda.OutOfMemoryError
-    if isinstance(exc, RuntimeError) or "onnxruntime" in type(exc).__module__:
-        text = str(exc).lower()
-        return any(
-            s in text
-            for s in (
-                "out of memory",
-                "can't allocate memory",
-                "cannot allocate memory",
-                "failed to allocate memory",
-                "bad_alloc",
-                "cudaerrormemoryallocation",
-            )
-        )
-    return False
-
-
-def _release_cached_memory() -> None:
-    try:
-        import sys
-
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001 - best effort
-        pass
-
-
 def run_with_backoff(
     run: Callable[[Sequence[Any]], list[Any]],
     items: Sequence[Any],
@@ -411,24 +302,42 @@ def run_with_backoff(
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
-        _release_cached_memory()
-        if len(items) == 1:
-            return [
-                OutOfMemoryError(
-                    f"out of memory even for this image alone ({exc}); free memory, use a smaller "
-                    "model, fewer --beams or --num-captions, or --backend onnx --dtype int8"
-                )
-            ]
-        half = (len(items) + 1) // 2
-        log.warning("out of memory at batch size %d; retrying at %d", len(items), half)
-        if on_shrink is not None:
-            on_shrink(half)
-        return run_with_backoff(run, items[:half], on_shrink) + run_with_backoff(
-            run, items[half:], on_shrink
-        )
+        # Retried outside this block and without the traceback, whose frames hold the
+        # failed batch's memory.
+        out, failure = None, exc.with_traceback(None)
+    if out is None:
+        return retry_smaller(run, items, failure, on_shrink)
     if len(out) != len(items):
         raise RuntimeError(f"batch of {len(items)} gave {len(out)} results")
     return list(out)
+
+
+def retry_smaller(
+    run: Callable[[Sequence[Any]], list[Any]],
+    items: Sequence[Any],
+    exc: BaseException,
+    on_shrink: Callable[[int], None] | None = None,
+) -> list[Any]:
+    """``run(items)`` just ran out of memory with ``exc``: run the halves (backing off further).
+
+    A single item that failed becomes an :class:`OutOfMemoryError` entry.
+    """
+    items = list(items)
+    release_cached_memory()
+    if len(items) == 1:
+        return [
+            OutOfMemoryError(
+                f"out of memory even for this image alone ({exc}); free memory, use a smaller "
+                "model, fewer --beams or --num-captions, or --backend onnx --dtype int8"
+            )
+        ]
+    half = (len(items) + 1) // 2
+    log.warning("out of memory at batch size %d; retrying at %d", len(items), half)
+    if on_shrink is not None:
+        on_shrink(half)
+    return run_with_backoff(run, items[:half], on_shrink) + run_with_backoff(
+        run, items[half:], on_shrink
+    )
 
 
 class BatchSizer:
@@ -454,7 +363,7 @@ def auto_batch_size(
     captioner, options, budget_bytes: int | None = None, cap: int | None = None
 ) -> int:
     """``batch_size="auto"`` for a :class:`~blipcap.captioner.Captioner` and these options."""
-    from .export.verify import synthetic_images
+    from .model.processing import synthetic_images
     from .version import __version__
 
     backend = captioner.backend

@@ -1,11 +1,12 @@
 """Captioner: load a model once, then turn images into captions in input order.
 
-The pipeline per call: inputs are decoded (and preprocessed) by a pool of
-worker threads a window ahead of the model, so the model never waits on JPEG
-decoding; decoded images are grouped into batches; each batch runs through
-the backend-neutral decoding; results come back in input order, one
-:class:`~blipcap.results.Caption` per input. A bad input becomes an item
-error and the batch carries on.
+The work runs through :mod:`blipcap.engine`'s one loop and its named stages:
+inputs are decoded (and preprocessed) by worker threads a window ahead of the
+model, grouped into batches, encoded and decoded by the backend, and finished
+into one :class:`~blipcap.results.Caption` per input, in input order. A bad
+input becomes an item error and the batch carries on. On CUDA the backend's
+overlapped pipeline supplies the stages (copies and the vision encoder of the
+next batch run while this one decodes); the loop and the records are the same.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from .batching import BatchSizer, auto_batch_size, check_fits, run_with_backoff
+from . import engine
+from .batching import BatchSizer, auto_batch_size, check_fits
 from .decoding import SpecialTokens, generate
-from .errors import BackendError, InputError, OptionsError, OutOfMemoryError
+from .errors import BackendError, InputError, OptionsError
 from .hub import ModelFiles, resolve_model
-from .images import DEFAULT_LIMITS, ImageInput, ImageLimits, decode_ahead, load_image, load_input
+from .images import DEFAULT_LIMITS, ImageLimits, load_source
+from .inputs import Prepared, is_url, source_label
 from .model.config import BlipConfig
 from .model.processing import ImagePreprocessor, Tokenizer
 from .options import CaptionOptions, resolve_options
@@ -32,27 +35,7 @@ from .version import __version__
 
 BACKENDS = ("auto", "torch", "onnx")
 
-
-@dataclass(frozen=True)
-class _Prepared:
-    """One input after decoding: pixels ready for the model, or the reason it failed."""
-
-    label: str | None
-    pixels: np.ndarray | None = None
-    error: ItemError | None = None
-
-
-def _label(source: Any) -> str | None:
-    if isinstance(source, ImageInput):
-        return source.label
-    if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
-    name = getattr(source, "filename", None) or getattr(source, "name", None)
-    return str(name) if name else None
-
-
-def is_url(source: Any) -> bool:
-    return isinstance(source, str) and source.lower().startswith(("http://", "https://"))
+__all__ = ["BACKENDS", "Captioner", "get_captioner", "is_url"]
 
 
 class Captioner:
@@ -89,6 +72,7 @@ class Captioner:
         self.special = SpecialTokens(eos=t.sep_token_id, pad=t.pad_token_id)
         self.limits = limits
         self.decode_workers = decode_workers or min(8, max(2, os.cpu_count() or 2))
+        self._pixel_stages: Any = None
 
     # -- what the model is -------------------------------------------------------------
 
@@ -142,36 +126,54 @@ class Captioner:
         options: CaptionOptions | None = None,
         batch_size: int | str = "auto",
         progress: bool = False,
+        *,
+        pipeline: Any = None,
         **overrides: Any,
     ) -> Iterator[Caption]:
-        """Like :meth:`caption`, but lazy: results are yielded as their batch finishes."""
+        """Like :meth:`caption`, but lazy: results are yielded as their batch finishes.
+
+        ``pipeline``: :class:`~blipcap.backends.cuda_pipeline.PipelineOptions`
+        for the overlapped pipeline (the default on CUDA; on a CPU it runs the
+        same steps synchronously).
+        """
         opts = resolve_options(options, preset, **overrides)
         check_fits(self, opts)  # what the model and memory cannot take is refused up front
-        if getattr(self.backend, "fast_path", None) is not None:
-            # CUDA: the overlapped pipeline (pinned copies, encoder of the next batch
-            # running while this one decodes) gives the same records in the same order.
-            from .backends.cuda_pipeline import caption_stream
-
-            yield from caption_stream(
-                self, images, options=opts, batch_size=batch_size, progress=progress
-            )
-            return
-        size = self.batch_size_for(opts, batch_size)
-        sizer = BatchSizer(size)  # lowered for the rest of the run after an out-of-memory error
+        stages = self.stages_for(pipeline)
         provenance = self.provenance_for(opts)
+        extra = getattr(stages, "recorded_options", {})
+        if extra:
+            provenance = replace(provenance, options={**provenance.options, **extra})
+        # Lowered for the rest of the run after an out-of-memory error.
+        sizer = BatchSizer(self.batch_size_for(opts, batch_size))
         bar = _progress_bar(images, progress)
         try:
-            batch: list[_Prepared] = []
-            for prepared in self._prepare(images, window=max(2 * size, 2 * self.decode_workers)):
-                batch.append(prepared)
-                if len(batch) >= sizer.size:
-                    yield from self._run_batch(batch, opts, provenance, bar, sizer)
-                    batch = []
-            if batch:
-                yield from self._run_batch(batch, opts, provenance, bar, sizer)
+            yield from engine.run(
+                stages,
+                images,
+                opts,
+                sizer=sizer,
+                finisher=engine.Finisher(self.decoded_result),
+                provenance=provenance,
+                bar=bar,
+            )
         finally:
             if bar is not None:
                 bar.close()
+
+    def stages_for(self, pipeline: Any = None) -> engine.Stages:
+        """The stages the engine runs: the backend's overlapped pipeline on CUDA, else plain."""
+        if pipeline is None and not self.backend.capabilities.overlap:
+            return _PlainStages(self)
+        from .backends.cuda_pipeline import Pipeline, PipelineOptions
+
+        return Pipeline(
+            self.backend,
+            self.preprocess,
+            lambda backend, pixels, opts: self.generate_tokens(pixels, opts, backend=backend),
+            limits=self.limits,
+            workers=self.decode_workers,
+            options=pipeline or PipelineOptions(),
+        )
 
     def batch_size_for(self, options: CaptionOptions, batch_size: int | str) -> int:
         if batch_size == "auto":
@@ -187,10 +189,17 @@ class Captioner:
             )
         return size
 
-    def generate_tokens(self, pixels: np.ndarray, options: CaptionOptions) -> list[list[list[int]]]:
-        """Model step for one batch of preprocessed images: token ids per image per caption."""
+    def generate_tokens(
+        self, pixels: Any, options: CaptionOptions, *, backend: Any = None
+    ) -> list[list[list[int]]]:
+        """Encode and decode one batch: token ids per image per caption.
+
+        ``backend``: a decoding backend in place of this model's (e.g. one over
+        images encoded ahead, :class:`~blipcap.backends.base.Preencoded`).
+        """
+        prompt = self.tokenizer.prompt_ids(options.prompt)
         return generate(
-            self.backend, pixels, self.tokenizer.prompt_ids(options.prompt), options, self.special,
+            backend or self.backend, pixels, prompt, options, self.special,
             check=self.guard_check(options),
         )  # fmt: skip
 
@@ -212,30 +221,29 @@ class Captioner:
             guard=getattr(decoded[0], "guard", None),
         )  # fmt: skip
 
-    def _run_batch(
-        self, batch: list[_Prepared], opts, provenance, bar, sizer: BatchSizer | None = None
-    ) -> Iterator[Caption]:
-        good = [p for p in batch if p.pixels is not None]
-        # Out of memory: halve and retry down to 1 image; an image that fails alone gets an error.
-        outputs = run_with_backoff(
-            lambda part: self.generate_tokens(np.stack([p.pixels for p in part]), opts),
-            good,
-            on_shrink=sizer.shrink if sizer is not None else None,
-        )
-        it = iter(outputs)
-        for p in batch:
-            if p.pixels is None:
-                result = Caption(path=p.label, caption=None, error=p.error, provenance=provenance)
-            elif isinstance(out := next(it), OutOfMemoryError):
-                result = Caption(
-                    path=p.label, caption=None, error=ItemError.from_exception(out),
-                    provenance=provenance,
-                )  # fmt: skip
-            else:
-                result = self.decoded_result(p.label, out, opts, provenance)
-            if bar is not None:
-                bar.update(1)
-            yield result
+    def caption_pixels(self, pixels: np.ndarray, options: CaptionOptions) -> list[Caption]:
+        """A :class:`Caption` per image (no path, no provenance) for (N, H, W, 3) uint8 images
+        already at the model's size: captions, confidences and the guard's report.
+
+        What a caller that decoded and resized elsewhere (the Ray job's read
+        stage) hands over: a quarter of the bytes of normalized pixels. A torch
+        backend normalizes them on its device; others get them normalized here,
+        by the same arithmetic.
+        """
+        if self.backend.capabilities.device_normalize:
+            if self._pixel_stages is None:
+                from .backends.cuda_pipeline import PipelineOptions
+
+                self._pixel_stages = self.stages_for(PipelineOptions(overlap=False))
+            stages = self._pixel_stages
+            torch = self.backend.torch
+            on_device = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.backend.device)
+            tokens = stages.decode(stages.encode_pixels(on_device.permute(0, 3, 1, 2)), options)
+        else:
+            tokens = self.generate_tokens(
+                self.preprocess.normalize(pixels.transpose(0, 3, 1, 2)), options
+            )
+        return [self.decoded_result(None, per_image, options, None) for per_image in tokens]
 
     def caption_text(self, tokens: list[int], opts: CaptionOptions) -> str:
         """Generated token ids -> caption text (prompt kept if asked, known artifacts removed).
@@ -265,37 +273,36 @@ class Captioner:
 
         Raises :class:`~blipcap.errors.InputError` for anything that is not a usable image.
         """
-        if isinstance(source, ImageInput):
-            return load_input(source, self.limits)
-        if is_url(source):
-            from .fetch import fetch_url
-
-            data = fetch_url(source, max_bytes=self.limits.max_bytes).data
-            return load_image(data, self.limits, name=source)
-        return load_image(source, self.limits)
+        return load_source(source, self.limits)
 
     def load(self, source: Any) -> np.ndarray:
         """Decode one input safely and preprocess it to model pixels (raises InputError)."""
         return self.preprocess(self.load_rgb(source))
 
-    def _prepare_one(self, source: Any) -> _Prepared:
-        label = _label(source)
-        try:
-            return _Prepared(label, pixels=self.load(source))
-        except InputError as exc:
-            return _Prepared(label, error=ItemError.from_exception(exc))
-        except (OSError, ValueError) as exc:  # anything else about reading this one input
-            return _Prepared(label, error=ItemError.from_exception(exc))
 
-    def _prepare(self, images: Iterable[Any], window: int) -> Iterator[_Prepared]:
-        """Decode in worker threads, a bounded window ahead, yielding in input order."""
-        return decode_ahead(
-            self._prepare_one,
-            images,
-            workers=self.decode_workers,
-            window=window,
-            name="blipcap-decode",
-        )
+class _PlainStages:
+    """The engine's stages without overlap: CPU workers preprocess, the backend encodes in
+    :func:`~blipcap.decoding.generate` (through :meth:`Captioner.generate_tokens`)."""
+
+    name = "blipcap-decode"
+    overlap = False
+
+    def __init__(self, captioner: Captioner):
+        self.captioner = captioner
+        self.workers = captioner.decode_workers
+
+    def prepare(self, source: Any) -> Prepared:
+        label = source_label(source)
+        try:
+            return Prepared(label, pixels=self.captioner.load(source))
+        except (InputError, OSError, ValueError) as exc:  # anything about reading this input
+            return Prepared(label, error=ItemError.from_exception(exc))
+
+    def encode(self, items) -> np.ndarray:
+        return np.stack([p.pixels for p in items])
+
+    def decode(self, encoded: np.ndarray, options: CaptionOptions) -> list[list[list[int]]]:
+        return self.captioner.generate_tokens(encoded, options)
 
 
 def _create_backend(name: str, files: ModelFiles, config: BlipConfig, device: str, dtype: str):

@@ -34,8 +34,10 @@ from typing import Any
 import numpy as np
 
 from ._optional import require
+from .engine import split_good
 from .errors import InputError, OptionsError
-from .images import IMAGE_EXTENSIONS, expand_inputs
+from .inputs import IMAGE_EXTENSIONS, expand_inputs, read_source
+from .results import Caption
 
 REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "abfss://")
 # Input errors that the same bytes will always produce: such rows count as done.
@@ -120,7 +122,7 @@ def list_sources(
 ) -> list[dict[str, str]]:
     """Rows ``{"path", "listing_error"}`` for every image under ``sources``, in a stable order.
 
-    Local inputs follow :func:`blipcap.images.expand_inputs` (folders, globs,
+    Local inputs follow :func:`blipcap.inputs.expand_inputs` (folders, globs,
     files, URLs; a missing path becomes an error row). Remote prefixes are
     listed through pyarrow, keeping files with an image extension.
     """
@@ -203,14 +205,12 @@ def done_hashes(output: str, settings: str) -> set[str]:
 
 
 def _read_bytes(path: str, limits) -> bytes:
-    from .images import _read_source
-
     if path.lower().startswith(("http://", "https://")):
         from .fetch import fetch_url
 
         return fetch_url(path, max_bytes=limits.max_bytes).data
     if not is_remote(path):
-        return _read_source(path, limits, path)
+        return read_source(path, limits.max_bytes, path)
     fs, p = filesystem_for(path)
     try:
         with fs.open_input_stream(p) as stream:
@@ -228,11 +228,11 @@ def read_and_decode(
     batch: dict[str, np.ndarray], *, done: set[str], size: tuple[int, int], resample: int
 ):
     """Ray Data map_batches function: path rows -> pixels (uint8, model size) or error rows."""
-    from PIL import Image
-
     from .images import DEFAULT_LIMITS, load_image
+    from .model.processing import ImagePreprocessor
 
     h, w = size
+    resize = ImagePreprocessor(height=h, width=w, resample=resample)
     out: dict[str, list] = {
         k: [] for k in ("path", "sha256", "pixels", "error_type", "error_message")
     }
@@ -246,9 +246,7 @@ def read_and_decode(
             if sha in done:
                 continue
             image = load_image(data, DEFAULT_LIMITS, name=path)
-            pixels = np.asarray(
-                image.resize((w, h), resample=Image.Resampling(resample)), dtype=np.uint8
-            )
+            pixels = resize.to_uint8(image)
         except (InputError, OSError, ValueError) as exc:
             err = exc
         out["path"].append(path)
@@ -281,50 +279,35 @@ class CaptionActor:
         self.options = CaptionOptions(**options)
         self.settings = settings
         self.provenance = self.captioner.provenance_for(self.options)
-        self.pipeline = None
-        if self.captioner.backend.name == "torch":
-            # uint8 pixels go to the device and are normalized there (a quarter of the
-            # bytes, no float64 pass on the actor's CPU), then the fast decode path.
-            from .backends.cuda_pipeline import Pipeline, PipelineOptions
 
-            self.pipeline = Pipeline(self.captioner, PipelineOptions(overlap=False))
-
-    def _normalize(self, pixels: np.ndarray) -> np.ndarray:
-        pre = self.captioner.preprocess  # the exact arithmetic of ImagePreprocessor
-        x = (pixels.transpose(0, 3, 1, 2).astype(np.float64) * pre.rescale_factor).astype(
-            np.float32
-        )
-        return (x - pre.mean) / pre.std
-
-    def _caption(self, pixels: np.ndarray) -> list[list[str]]:
-        if self.pipeline is not None:
-            torch = self.pipeline.torch
-            dev = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.pipeline.device)
-            embeds, ready = self.pipeline.encode(dev.permute(0, 3, 1, 2))
-            tokens = self.pipeline.decode(embeds, ready, self.options)
-        else:  # ONNX Runtime: normalized on the CPU, exactly as ImagePreprocessor
-            tokens = self.captioner.generate_tokens(self._normalize(pixels), self.options)
-        return [[self.captioner.caption_text(t, self.options) for t in per] for per in tokens]
+    def _caption(self, pixels: np.ndarray) -> list[Caption]:
+        return self.captioner.caption_pixels(pixels, self.options)
 
     def __call__(self, batch: dict[str, np.ndarray]):
-        n = len(batch["path"])
         errors: list[tuple[str, str] | None] = [
             (str(t), str(m)) if t else None
             for t, m in zip(batch["error_type"], batch["error_message"], strict=True)
         ]
-        captions: list[list[str] | None] = [None] * n
-        good = [i for i in range(n) if errors[i] is None]
-        if good:
-            try:
-                for i, c in zip(good, self._caption(batch["pixels"][good]), strict=True):
-                    captions[i] = c
-            except Exception:  # noqa: BLE001 - one bad item must not fail the batch: retry one by one
-                for i in good:
-                    try:
-                        captions[i] = self._caption(batch["pixels"][i : i + 1])[0]
-                    except Exception as exc:  # noqa: BLE001
-                        errors[i] = (type(exc).__name__, str(exc) or type(exc).__name__)
+        rows = split_good(range(len(errors)), lambda i: errors[i] is None)
+        done = self._caption_rows(batch["pixels"], rows.good, errors)
+        captions = rows.merge(done, bad=lambda i: None)
         return self._table(batch, captions, errors)
+
+    def _caption_rows(self, pixels: np.ndarray, rows: list[int], errors: list) -> list:
+        """Captions per row in ``rows``; a row that fails alone gets its error in ``errors``."""
+        if not rows:
+            return []
+        try:
+            return self._caption(pixels[rows])
+        except Exception:  # noqa: BLE001 - one bad item must not fail the batch: retry one by one
+            out: list[Caption | None] = []
+            for i in rows:
+                try:
+                    out.append(self._caption(pixels[i : i + 1])[0])
+                except Exception as exc:  # noqa: BLE001
+                    errors[i] = (type(exc).__name__, str(exc) or type(exc).__name__)
+                    out.append(None)
+            return out
 
     def _table(self, batch, captions, errors):
         pa = require("pyarrow", "ray", "writing Parquet")
@@ -335,8 +318,31 @@ class CaptionActor:
         columns = {
             "path": pa.array([str(x) for x in batch["path"]], pa.string()),
             "sha256": pa.array(sha, pa.string()),
-            "caption": pa.array([c[0] if c else None for c in captions], pa.string()),
-            "captions": pa.array([c or [] for c in captions], pa.list_(pa.string())),
+            "caption": pa.array([c.caption if c else None for c in captions], pa.string()),
+            "captions": pa.array(
+                [c.captions if c else [] for c in captions], pa.list_(pa.string())
+            ),
+            "confidence": pa.array(
+                [c.confidence.to_dict() if c and c.confidence else None for c in captions],
+                confidence_type(pa),
+            ),
+            "confidences": pa.array(
+                [
+                    [x.to_dict() if x else None for x in c.confidences] if c else []
+                    for c in captions
+                ],
+                pa.list_(confidence_type(pa)),
+            ),
+            "guard": pa.array(
+                [c.guard.to_dict() if c and c.guard else None for c in captions],
+                pa.struct(
+                    [
+                        ("detected", pa.list_(pa.string())),
+                        ("action", pa.string()),
+                        ("resolved", pa.bool_()),
+                    ]
+                ),
+            ),
             "error": pa.array(
                 [{"type": e[0], "message": e[1]} if e else None for e in errors],
                 pa.struct([("type", pa.string()), ("message", pa.string())]),
@@ -354,6 +360,18 @@ class CaptionActor:
             "captioned_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
         }
         return pa.table(columns)
+
+
+def confidence_type(pa):
+    """The Parquet type of a caption's confidence (blipcap.results.Confidence.to_dict)."""
+    return pa.struct(
+        [
+            ("score", pa.float64()),
+            ("mean_logprob", pa.float64()),
+            ("min_logprob", pa.float64()),
+            ("tokens", pa.int64()),
+        ]
+    )
 
 
 # -- the job -------------------------------------------------------------------------------

@@ -17,22 +17,16 @@ so a batch reports the item and carries on.
 
 from __future__ import annotations
 
-import glob
 import io
 import os
-import re
-import stat
 import struct
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
@@ -42,8 +36,28 @@ from .errors import (
     DecodeBusyError,
     DecodeCancelledError,
     ImageTooLargeError,
-    InputError,
-    UnsupportedFormatError,
+)
+from .image_guard import (
+    ALLOWED_FORMATS,
+    allowed_formats,
+    check_scans,
+    check_structure,
+    is_heif,
+    refuse_unidentified,
+)
+
+# Re-exported: the input half of this module moved to blipcap.inputs, and code
+# outside the engine (the CLI, the index, documents, alt text) still imports these here.
+from .inputs import (
+    IMAGE_EXTENSIONS,
+    ImageInput,
+    expand_inputs,
+    format_bytes,
+    format_size,
+    is_url,
+    open_regular_file,
+    read_capped,
+    read_source,
 )
 
 __all__ = [
@@ -59,21 +73,12 @@ __all__ = [
     "expand_inputs",
     "load_image",
     "load_input",
+    "load_source",
     "open_regular_file",
     "read_capped",
     "set_decode_memory_budget",
     "to_rgb",
 ]
-
-# Formats decoded without extra packages. AVIF joins when this Pillow build has
-# libavif, HEIF when the optional pillow-heif is installed (see allowed_formats()).
-ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .apng .webp .gif .bmp .dib .tif .tiff .heic .heif .hif .avif".split()
-)
-
-HEIF_HINT = "install HEIF support with: pip install 'blipcap[heif]'"
 
 
 @dataclass(frozen=True)
@@ -109,13 +114,6 @@ class ImageLimits:
 
 DEFAULT_LIMITS = ImageLimits()
 
-# Pillow walks these structures one step at a time in Python; real files stay
-# far below the caps, hostile ones (a 24 MB file of comment markers) do not.
-MAX_JPEG_HEADER_MARKERS = 1000  # segments before the first scan (APPn, COM, DQT, DHT, SOF, ...)
-MAX_JPEG_HEADER_JUNK = 4096  # fill or junk bytes between those segments
-MAX_PNG_CHUNKS = 50_000  # chunks up to IEND (an 8 KiB IDAT per chunk is common)
-MAX_TIFF_STRIPS = 200_000  # strips or tiles of the first page (256x256 tiles: 763 for 50 MP)
-
 # The process-wide decode-memory budget (see set_decode_memory_budget) and how
 # long a decode without a deadline waits for its share before giving up.
 DEFAULT_DECODE_MEMORY = 2 * 2**30
@@ -137,15 +135,6 @@ _DECODE_ERRORS: tuple[type[BaseException], ...] = (
     KeyError,
     ZeroDivisionError,
 )
-
-_HEIF_LOCK = threading.Lock()
-_heif_state: str | None = None  # None: not tried yet; "": registered; else why HEIF is off
-# libheif CVE-2025-68431 (overlay-box out-of-bounds access) is fixed in 1.21.0.
-MIN_LIBHEIF = (1, 21, 0)
-
-# ISO-BMFF brands (the 'ftyp' box) of HEIF-family files.
-_HEIF_BRANDS = frozenset(b"heic heix hevc hevx heim heis hevm hevs mif1 msf1 mif2".split())
-_AVIF_BRANDS = frozenset((b"avif", b"avis"))
 
 
 # --------------------------------------------------------------------------- cancellation
@@ -248,8 +237,8 @@ class _DecodeMemory:
         with self._changed:
             if nbytes > self.total:
                 raise ImageTooLargeError(
-                    f"{name}: decoding it needs about {_fmt_bytes(nbytes)}, more than the whole "
-                    f"decode-memory budget of {_fmt_bytes(self.total)}. Downscale it, or raise the "
+                    f"{name}: decoding it needs about {format_bytes(nbytes)}, more than the whole "
+                    f"decode-memory budget of {format_bytes(self.total)}. Downscale it, or raise the "
                     "budget with blipcap.images.set_decode_memory_budget()."
                 )
             remaining = cancel.remaining()
@@ -260,7 +249,7 @@ class _DecodeMemory:
                 if left <= 0:
                     raise DecodeBusyError(
                         f"{name}: waited {wait:.3g} s for decode memory while other images held "
-                        f"the process budget of {_fmt_bytes(self.total)}. Try again with fewer "
+                        f"the process budget of {format_bytes(self.total)}. Try again with fewer "
                         "images in flight, or raise blipcap.images.set_decode_memory_budget()."
                     )
                 cancel.check(name)
@@ -284,381 +273,9 @@ def set_decode_memory_budget(nbytes: int) -> int:
     return _DECODE_MEMORY.resize(int(nbytes))
 
 
-def return_large_frees_to_the_os(threshold: int = 1 << 20) -> bool:
-    """Have the C allocator hand blocks of ``threshold`` bytes or more back to the OS when freed.
-
-    glibc serves allocations below a threshold that grows with use (up to
-    32 MiB) from per-thread arenas and keeps what is freed there; a service
-    whose worker threads decode large images then holds several gigabytes of
-    freed memory (measured: 16 threads decoding 7000x7000 images peaked at
-    3.1 GB more than the process's baseline, 0.8 GB with a fixed 1 MiB
-    threshold), which the decode-memory budget cannot see. Fixing the
-    threshold keeps the process's memory close to what the budget counts.
-    Returns whether it took effect (glibc only; elsewhere nothing changes).
-    """
-    import ctypes
-    import ctypes.util
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(-3, int(threshold)))  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
-
-
 def decode_memory_budget() -> tuple[int, int]:
     """The decode-memory budget of this process and the bytes held right now: (total, held)."""
     return _DECODE_MEMORY.total, _DECODE_MEMORY.held
-
-
-# --------------------------------------------------------------------------- bytes
-
-
-def read_capped(fp: IO[bytes], max_bytes: int, name: str) -> bytes:
-    """Read all of ``fp`` but never more than ``max_bytes + 1`` bytes.
-
-    Raises :class:`ImageTooLargeError` as soon as the stream proves longer than
-    ``max_bytes``, so an endless or huge stream is never buffered.
-    """
-    chunks: list[bytes] = []
-    total = 0
-    while total <= max_bytes:
-        chunk = fp.read(min(1 << 20, max_bytes + 1 - total))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    if total > max_bytes:
-        raise ImageTooLargeError(
-            f"{name}: larger than the {_fmt_bytes(max_bytes)} limit. "
-            "Use a smaller file, or raise ImageLimits.max_bytes if you trust the source."
-        )
-    return b"".join(chunks)
-
-
-_SPECIAL_FILES = (
-    (stat.S_ISFIFO, "a named pipe (FIFO)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
-
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # POSIX; Windows has no FIFOs to fear
-
-
-def _check_regular(mode: int, name: str) -> None:
-    """Refuse anything but a regular file: reading a FIFO or a device can block forever."""
-    if stat.S_ISREG(mode):
-        return
-    if stat.S_ISDIR(mode):
-        raise InputError(
-            f"{name}: is a directory, not an image file. Pass the files in it, or use expand_inputs()."
-        )
-    what = next((kind for test, kind in _SPECIAL_FILES if test(mode)), "not a regular file")
-    raise InputError(
-        f"{name}: is {what}, not a regular file; images are read only from regular files. "
-        "Save the image to a file and pass that path."
-    )
-
-
-def open_regular_file(path: str | os.PathLike[str], name: str | None = None) -> IO[bytes]:
-    """Open ``path`` for binary reading if it is a regular file, else raise :class:`InputError`.
-
-    FIFOs, sockets and devices are refused without being read: a FIFO named
-    ``photo.jpg`` would otherwise block the reader forever. The file is opened
-    with ``O_NONBLOCK`` (so even a FIFO swapped in after the first check cannot
-    block the open) and checked again on the open descriptor. OSErrors of the
-    open itself (missing file, no permission) propagate.
-    """
-    label = os.fspath(path) if name is None else name
-    _check_regular(os.stat(path).st_mode, label)
-    fd = os.open(path, os.O_RDONLY | _O_NONBLOCK | getattr(os, "O_BINARY", 0))
-    try:
-        _check_regular(os.fstat(fd).st_mode, label)
-        if _O_NONBLOCK:
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _too_many_bytes(name: str, size: int, max_bytes: int) -> ImageTooLargeError:
-    return ImageTooLargeError(
-        f"{name}: {_fmt_size(size, max_bytes)} is larger than the {_fmt_size(max_bytes, size)} "
-        "limit. Use a smaller file, or raise ImageLimits.max_bytes if you trust the source."
-    )
-
-
-def _read_source(source: Any, limits: ImageLimits, name: str) -> bytes:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        if len(data) > limits.max_bytes:
-            raise _too_many_bytes(name, len(data), limits.max_bytes)
-        return data
-    if isinstance(source, (str, os.PathLike)):
-        try:
-            with open_regular_file(source, name) as fp:
-                size = os.fstat(fp.fileno()).st_size
-                if size > limits.max_bytes:  # fail fast; read_capped still guards growing files
-                    raise _too_many_bytes(name, size, limits.max_bytes)
-                return read_capped(fp, limits.max_bytes, name)
-        except FileNotFoundError:
-            raise InputError(
-                f"{name}: no such file. Check the path and that the file still exists."
-            ) from None
-        except PermissionError:
-            raise InputError(
-                f"{name}: permission denied. Make the file readable (chmod +r) or run as its owner."
-            ) from None
-        except IsADirectoryError:
-            raise InputError(f"{name}: is a directory, not an image file.") from None
-        except OSError as exc:
-            raise InputError(f"{name}: cannot read the file ({exc.strerror or exc}).") from None
-    if hasattr(source, "read"):
-        try:
-            return read_capped(source, limits.max_bytes, name)
-        except OSError as exc:
-            raise InputError(f"{name}: cannot read the stream ({exc}).") from None
-    raise TypeError(
-        f"load_image() takes a path, bytes, a binary file object or a PIL image, not {type(source).__name__}"
-    )
-
-
-# --------------------------------------------------------------------------- structure
-
-
-_JPEG_MARKER = re.compile(rb"\xff[^\x00\xff]")
-_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xDA)})  # TEM, RSTn, SOI, EOI: no length
-
-
-def _jpeg_scans(data: bytes, name: str) -> int:
-    """The number of scans of a JPEG (an upper bound), refusing marker floods first.
-
-    Pillow parses the segments before the first scan in Python, one marker and
-    one junk byte at a time, so their number is capped here, where each step is
-    a C-speed regex search. From the first scan on, entropy-coded data stuffs
-    every 0xFF data byte as FF 00 and carries no markers but RSTn, so every
-    FF DA is a scan header or sits in another segment's payload: counting FF DA
-    never misses a scan and may only overcount.
-    """
-    pos, markers, junk = 2, 0, 0
-    while (found := _JPEG_MARKER.search(data, pos)) is not None:
-        junk += found.start() - pos
-        markers += 1
-        if markers > MAX_JPEG_HEADER_MARKERS or junk > MAX_JPEG_HEADER_JUNK:
-            raise CorruptImageError(
-                f"{name}: over {MAX_JPEG_HEADER_MARKERS} markers or {MAX_JPEG_HEADER_JUNK} junk "
-                "bytes before the JPEG's image data (a photo has a few dozen); refused as hostile. "
-                "Re-save the image with an image editor to clean it."
-            )
-        marker, pos = data[found.start() + 1], found.end()
-        if marker == 0xDA:
-            return data.count(b"\xff\xda", found.start())
-        if marker not in _JPEG_STANDALONE:
-            pos += int.from_bytes(data[pos : pos + 2], "big")
-    return 0  # no scan at all: Pillow reports the damage
-
-
-def _check_png_chunks(data: bytes, name: str) -> None:
-    """Refuse a PNG with more chunks than Pillow should walk in Python, one by one."""
-    pos = 8
-    for _ in range(MAX_PNG_CHUNKS):
-        if pos + 8 > len(data):
-            return
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        if kind == b"IEND":
-            return
-        pos += 12 + length
-    if pos + 8 <= len(data):
-        raise CorruptImageError(
-            f"{name}: over {MAX_PNG_CHUNKS} PNG chunks (a normal PNG has a few dozen); refused as "
-            "hostile. Re-save the image with an image editor to clean it."
-        )
-
-
-_TIFF_OFFSET_TAGS = (273, 324)  # StripOffsets, TileOffsets
-
-
-def _tiff_strips(data: bytes) -> int:
-    """The largest strip or tile count the first IFD of a (Big)TIFF declares; 0 if unreadable."""
-    order = "<" if data[:2] == b"II" else ">"
-    try:
-        if struct.unpack_from(order + "H", data, 2)[0] == 43:  # BigTIFF: 8-byte counts
-            (ifd,) = struct.unpack_from(order + "Q", data, 8)
-            (entries,) = struct.unpack_from(order + "Q", data, ifd)
-            first, size, layout = ifd + 8, 20, order + "HHQ"
-        else:
-            (ifd,) = struct.unpack_from(order + "I", data, 4)
-            (entries,) = struct.unpack_from(order + "H", data, ifd)
-            first, size, layout = ifd + 2, 12, order + "HHI"
-        counts = [0]
-        for i in range(min(entries, 65_536)):
-            tag, _type, count = struct.unpack_from(layout, data, first + i * size)
-            if tag in _TIFF_OFFSET_TAGS:
-                counts.append(count)
-        return max(counts)
-    except struct.error:
-        return 0  # damaged: Pillow reports it
-
-
-def _check_tiff_strips(data: bytes, name: str) -> None:
-    """Refuse a TIFF with more strips or tiles than Pillow should list and decode one by one."""
-    strips = _tiff_strips(data)
-    if strips > MAX_TIFF_STRIPS:
-        raise CorruptImageError(
-            f"{name}: a TIFF page in {strips} strips or tiles (at most {MAX_TIFF_STRIPS}; a normal "
-            "TIFF has a few hundred); refused as hostile. Re-save it with larger strips or tiles."
-        )
-
-
-def _check_structure(data: bytes, name: str) -> int:
-    """Bound what Pillow would walk in Python; returns the JPEG scan count (0 for other formats)."""
-    if data.startswith(b"\xff\xd8"):
-        return _jpeg_scans(data, name)
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        _check_png_chunks(data, name)
-    elif data[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
-        _check_tiff_strips(data, name)
-    return 0
-
-
-def _check_scans(scans: int, size: tuple[int, int], limits: ImageLimits, name: str) -> None:
-    """Every progressive scan is a pass over all pixels: bound their number and their total work."""
-    width, height = size
-    if scans > limits.max_jpeg_scans or scans * width * height > limits.max_jpeg_scan_pixels:
-        raise ImageTooLargeError(
-            f"{name}: a JPEG of {width}x{height} pixels in {scans} scans is too much decoding work "
-            f"(at most {limits.max_jpeg_scans} scans and {limits.max_jpeg_scan_pixels / 1e6:g} MP "
-            "x scans; a normal progressive JPEG has about 10). Re-save it as a baseline JPEG, or "
-            "raise ImageLimits.max_jpeg_scans / max_jpeg_scan_pixels if you trust the source."
-        )
-
-
-# --------------------------------------------------------------------------- formats
-
-
-def _heif_status() -> str:
-    """Register pillow-heif's opener on first use. "" when HEIF decoding is on, else why it is off."""
-    global _heif_state
-    with _HEIF_LOCK:
-        if _heif_state is None:
-            try:
-                import pillow_heif
-            except ImportError:
-                _heif_state = f"it needs pillow-heif; {HEIF_HINT}"
-            else:
-                version = str(pillow_heif.libheif_version())
-                if _version_tuple(version) < MIN_LIBHEIF:
-                    fixed = ".".join(map(str, MIN_LIBHEIF))
-                    _heif_state = (
-                        f"the installed pillow-heif uses libheif {version}, which has known memory-safety "
-                        f"bugs (fixed in {fixed}); upgrade it with: pip install -U pillow-heif"
-                    )
-                else:
-                    pillow_heif.register_heif_opener()
-                    _heif_state = ""
-        return _heif_state
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
-
-
-def _avif_available() -> bool:
-    Image.init()
-    return "AVIF" in Image.OPEN
-
-
-def allowed_formats(*, load_heif: bool = False) -> tuple[str, ...]:
-    """The Pillow format names :func:`load_image` decodes in this environment."""
-    formats = list(ALLOWED_FORMATS)
-    if _avif_available():
-        formats.append("AVIF")
-    if (load_heif and _heif_status() == "") or _heif_state == "":
-        formats.append("HEIF")
-    return tuple(formats)
-
-
-def _ftyp_brands(data: bytes) -> set[bytes]:
-    """Major and compatible brands of an ISO-BMFF 'ftyp' box at the start, or an empty set."""
-    if len(data) < 16 or data[4:8] != b"ftyp":
-        return set()
-    box_len = min(struct.unpack(">I", data[:4])[0], len(data), 256)
-    brands = {data[8:12]}
-    brands.update(data[i : i + 4] for i in range(16, box_len - 3, 4))
-    return brands
-
-
-def _sniff(data: bytes) -> tuple[str, str]:
-    """Name what ``data`` looks like without running any decoder: (kind, description).
-
-    kind is "image" (a Pillow format name in description), "heif", "avif",
-    "document" or "unknown".
-    """
-    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n\f\v").lower()
-    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in head[:512]:
-        return "document", "an HTML page"
-    if b"<svg" in head:
-        return "document", "an SVG drawing (vector graphics; rasterize it to PNG first)"
-    if head.startswith(b"<?xml"):
-        return "document", "an XML document"
-    if data.startswith(b"%PDF-"):
-        return "document", "a PDF document (for scans and PDFs use `blipcap document`)"
-    brands = _ftyp_brands(data)
-    if brands & _AVIF_BRANDS:
-        return "avif", "AVIF"
-    if brands & _HEIF_BRANDS:
-        return "heif", "HEIF"
-    if data[-18:] == b"TRUEVISION-XFILE.\x00":  # TGA 2.0 footer; TGA has no magic at the start
-        return "image", "TGA"
-    Image.init()
-    prefix = data[:16]
-    for fmt in Image.ID:
-        _factory, accept = Image.OPEN[fmt]
-        try:
-            if accept is not None and accept(prefix):
-                return "image", fmt
-        except Exception:  # an accept() that chokes on odd bytes just does not match
-            continue
-    if head.startswith((b"{", b"[")):
-        return "document", "a JSON document"
-    sample = data[:512]
-    if sample and sum(32 <= b < 127 or b in b"\t\r\n" for b in sample) / len(sample) > 0.95:
-        return "document", "a text file"
-    return "unknown", f"unrecognized bytes (starting {data[:8].hex(' ')})"
-
-
-def _refuse_unidentified(data: bytes, name: str, allowed: tuple[str, ...]) -> InputError:
-    allowed_txt = ", ".join(allowed)
-    kind, what = _sniff(data)
-    if kind == "heif":
-        why = _heif_status()
-        if not why:
-            return CorruptImageError(
-                f"{name}: looks like HEIF but its header is damaged. Re-download or re-export the file."
-            )
-        return UnsupportedFormatError(f"{name}: is a HEIF/HEIC image, but {why}")
-    if kind == "avif":
-        return UnsupportedFormatError(
-            f"{name}: is an AVIF image, which this Pillow build cannot decode; "
-            "upgrade Pillow (its wheels include AVIF since 11.3) or convert the file to PNG/JPEG."
-        )
-    if kind == "image" and what in allowed:
-        return CorruptImageError(
-            f"{name}: looks like {what} but its header is damaged. Re-download or re-export the file."
-        )
-    if kind == "image":
-        return UnsupportedFormatError(
-            f"{name}: is in {what} format, which blipcap refuses for safety. "
-            f"Allowed formats: {allowed_txt}. Convert it (e.g. to PNG) and try again."
-        )
-    return UnsupportedFormatError(
-        f"{name}: not an image: it looks like {what}. Allowed formats: {allowed_txt}."
-    )
 
 
 # --------------------------------------------------------------------------- decode
@@ -695,26 +312,25 @@ def load_image(
         else:
             name = str(getattr(source, "name", None) or "<stream>")
     cancel.check(name)
-    data = _read_source(source, limits, name)
+    data = read_source(source, limits.max_bytes, name)
     if not data:
         raise CorruptImageError(
             f"{name}: empty (0 bytes). The file was not fully written or downloaded; get it again."
         )
-    scans = _check_structure(data, name)
-    brands = _ftyp_brands(data)
-    allowed = allowed_formats(load_heif=bool(brands & _HEIF_BRANDS and not brands & _AVIF_BRANDS))
+    scans = check_structure(data, name)
+    allowed = allowed_formats(load_heif=is_heif(data))
     cancel.check(name)
     try:
         im = _open(_CancellableBytes(data, cancel, name), allowed)
     except Image.UnidentifiedImageError:
-        raise _refuse_unidentified(data, name, allowed) from None
+        raise refuse_unidentified(data, name, allowed) from None
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"{name}: refused as a decompression bomb ({exc}).") from None
     except _DECODE_ERRORS as exc:
         raise _corrupt(name, exc) from None
     try:
         if scans:
-            _check_scans(scans, im.size, limits, name)
+            check_scans(scans, im.size, limits, name)
         return _finish(im, limits, name, cancel)
     finally:
         im.close()
@@ -761,8 +377,8 @@ def _check_pixels(im: Image.Image, limits: ImageLimits, name: str) -> int:
     if needed > limits.max_decode_bytes:
         raise ImageTooLargeError(
             f"{name}: decoding its {width}x{height} {im.mode} pixels needs about "
-            f"{_fmt_size(needed, limits.max_decode_bytes)}, over the "
-            f"{_fmt_size(limits.max_decode_bytes, needed)} per-image limit. Downscale it or save "
+            f"{format_size(needed, limits.max_decode_bytes)}, over the "
+            f"{format_size(limits.max_decode_bytes, needed)} per-image limit. Downscale it or save "
             "it with 8 bits per channel, or raise ImageLimits.max_decode_bytes."
         )
     return needed
@@ -892,161 +508,6 @@ def _to_uint8(im: Image.Image) -> np.ndarray:
     return out
 
 
-def _fmt_bytes(n: float) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:.4g} {unit}"
-    return f"{int(n)} bytes"
-
-
-def _fmt_size(n: int, other: int) -> str:
-    """``n`` rounded, or in exact bytes when rounding would make it look equal to ``other``."""
-    if n != other and _fmt_bytes(n) == _fmt_bytes(other):
-        return f"{n:,} bytes"
-    return _fmt_bytes(n)
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class ImageInput:
-    """One item to caption, as produced by :func:`expand_inputs`.
-
-    ``label`` is what results show as the item's path; ``kind`` says how
-    :func:`load_input` reads ``payload``:
-
-    ========  ==============================================================
-    file      payload is a :class:`~pathlib.Path`
-    url       payload is the URL string (fetched with :func:`blipcap.fetch.fetch_url`)
-    stdin     the bytes of standard input (the input ``-``)
-    bytes     payload is the image bytes
-    stream    payload is a binary file object
-    image     payload is a PIL image
-    error     payload is the :class:`InputError` the item fails with
-    ========  ==============================================================
-    """
-
-    label: str
-    kind: str
-    payload: Any = None
-
-
-_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_GLOB_RE = re.compile(r"[*?[]")
-
-
-def expand_inputs(
-    inputs: Iterable[Any] | str | os.PathLike[str], recursive: bool = True
-) -> Iterator[ImageInput]:
-    """Turn user inputs into :class:`ImageInput` items, lazily and in a stable order.
-
-    Accepts paths (str or :class:`~pathlib.Path`), directories (walked in sorted
-    order, recursively unless ``recursive=False``; hidden files and folders and
-    files without an image extension are skipped; symlinked folders are not
-    followed), glob patterns (``"photos/**/*.jpg"``, matches sorted), ``"-"``
-    (standard input), URLs, bytes, binary file objects and PIL images.
-
-    Nothing is dropped silently: a missing path, a pattern that matches nothing
-    or a folder without images becomes an ``error`` item that fails when loaded,
-    so it is reported next to the others instead of stopping the run.
-    """
-    if isinstance(inputs, (str, bytes, bytearray, memoryview, os.PathLike, Image.Image)):
-        inputs = [inputs]
-    for index, item in enumerate(inputs):
-        if isinstance(item, Image.Image):
-            yield ImageInput(f"<image #{index}>", "image", item)
-        elif isinstance(item, (bytes, bytearray, memoryview)):
-            yield ImageInput(f"<bytes #{index}>", "bytes", item)
-        elif isinstance(item, str) and item == "-":
-            yield ImageInput("-", "stdin")
-        elif isinstance(item, str) and _URL_RE.match(item):
-            yield ImageInput(item, "url", item)
-        elif isinstance(item, (str, os.PathLike)):
-            yield from _expand_path(item, recursive)
-        elif hasattr(item, "read"):
-            label = getattr(item, "name", None)
-            yield ImageInput(
-                label if isinstance(label, str) else f"<stream #{index}>", "stream", item
-            )
-        else:
-            raise TypeError(
-                f"input #{index} is a {type(item).__name__}; pass a path, glob, URL, '-', bytes, "
-                "a binary file object or a PIL image"
-            )
-
-
-def _has_image_extension(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def _expand_path(item: str | os.PathLike[str], recursive: bool) -> Iterator[ImageInput]:
-    label = os.path.expanduser(os.fspath(item))
-    if os.path.isdir(label):
-        found = False
-        for entry in _walk(label, recursive):
-            found = True
-            yield entry
-        if not found:
-            where = "" if recursive else ", not looking in subfolders"
-            yield _error(
-                label,
-                f"{label}: no image files in this folder (looked for "
-                f"{', '.join(sorted(IMAGE_EXTENSIONS))}{where}).",
-            )
-    elif os.path.lexists(label):
-        yield ImageInput(label, "file", Path(label))
-    elif isinstance(item, str) and _GLOB_RE.search(label):
-        found = False
-        for match in sorted(glob.glob(label, recursive=True)):
-            if os.path.isdir(match):
-                for entry in _walk(match, recursive):
-                    found = True
-                    yield entry
-            elif _has_image_extension(match):
-                found = True
-                yield ImageInput(match, "file", Path(match))
-        if not found:
-            yield _error(
-                label,
-                f"{label}: no image files match this pattern. Check the pattern and the folder.",
-            )
-    else:
-        yield _error(label, f"{label}: no such file or directory. Check the path.")
-
-
-def _walk(top: str, recursive: bool) -> Iterator[ImageInput]:
-    # Entries in name order, descending into each folder where it sorts: the
-    # same order as sorting the whole tree by path components, but lazy, so a
-    # huge tree starts producing items at once.
-    try:
-        with os.scandir(top) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except OSError as exc:
-        yield _error(
-            top, f"{top}: cannot list this folder ({exc.strerror or exc}). Check its permissions."
-        )
-        return
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        path = os.path.join(top, entry.name)
-        try:
-            is_dir = entry.is_dir(follow_symlinks=False)
-        except OSError:
-            is_dir = False
-        if is_dir:
-            if recursive:
-                yield from _walk(path, recursive)
-        elif _has_image_extension(entry.name):
-            # A broken symlink is kept: it fails at load with "no such file" instead of vanishing.
-            yield ImageInput(path, "file", Path(path))
-
-
-def _error(label: str, message: str) -> ImageInput:
-    return ImageInput(label, "error", InputError(message))
-
-
 def load_input(
     item: ImageInput,
     limits: ImageLimits = DEFAULT_LIMITS,
@@ -1077,22 +538,18 @@ def load_input(
     raise ValueError(f"unknown ImageInput kind {kind!r}")
 
 
-_T = TypeVar("_T")
+def load_source(source: Any, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
+    """Decode any one input safely to an upright RGB image, fetching URLs SSRF-safely.
 
-
-def decode_ahead(
-    prepare: Callable[[Any], _T], sources: Iterable[Any], *, workers: int, window: int, name: str
-) -> Iterator[_T]:
-    """``prepare`` each source in ``workers`` threads, at most ``window`` ahead, in input order.
-
-    The window bounds memory (decoded images waiting for the model) and keeps
-    the output order equal to the input order whatever order the threads finish in.
+    ``source``: an :class:`ImageInput`, an http(s) URL, a path, bytes, a binary
+    stream or a PIL image. Raises :class:`~blipcap.errors.InputError` for
+    anything that is not a usable image.
     """
-    with ThreadPoolExecutor(workers, thread_name_prefix=name) as pool:
-        pending: deque[Future[_T]] = deque()
-        for source in sources:
-            pending.append(pool.submit(prepare, source))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    if isinstance(source, ImageInput):
+        return load_input(source, limits)
+    if is_url(source):
+        from .fetch import fetch_url
+
+        data = fetch_url(source, max_bytes=limits.max_bytes).data
+        return load_image(data, limits, name=source)
+    return load_image(source, limits)

@@ -25,9 +25,11 @@ import numpy as np
 from PIL import Image
 
 from ._optional import require
+from .engine import decode_ahead
 from .errors import InputError, ModelLoadError, OptionsError
 from .hub import ModelFiles, ModelRole, resolve_model
-from .images import DEFAULT_LIMITS, ImageInput, ImageLimits, decode_ahead, load_image
+from .images import DEFAULT_LIMITS, ImageLimits, load_image
+from .inputs import ImageInput, source_label
 from .options import CaptionOptions, resolve_options
 from .results import Caption
 
@@ -303,7 +305,7 @@ def caption_and_rerank(
     waiting: deque[np.ndarray | None] = deque()
 
     def prepare(item: Any) -> tuple[ImageInput, np.ndarray | None]:
-        label = _label(item)
+        label = source_label(item)
         try:
             image = captioner.load_rgb(item)
             small = captioner.preprocess.to_model_size(image)
@@ -338,13 +340,3 @@ class _Sized:
 
     def __len__(self) -> int:
         return self._length
-
-
-def _label(source: Any) -> str | None:
-    """The record's ``path`` for ``source``, as the captioner labels it."""
-    if isinstance(source, ImageInput):
-        return source.label
-    if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
-    name = getattr(source, "filename", None) or getattr(source, "name", None)
-    return str(name) if name else None

@@ -20,6 +20,7 @@ from tests.helpers import image_bytes
 torch = pytest.importorskip("torch")
 
 from blipcap import Captioner  # noqa: E402
+from blipcap.backends.base import Capabilities  # noqa: E402
 from blipcap.backends.cuda import (  # noqa: E402
     FastPath,
     FastPathOptions,
@@ -30,11 +31,9 @@ from blipcap.backends.cuda import (  # noqa: E402
 from blipcap.backends.cuda_pipeline import (  # noqa: E402
     Pipeline,
     PipelineOptions,
-    _plain_jpeg,
     caption_stream,
     gpu_resize,
-    normalize,
-    resize_uint8,
+    plain_jpeg,
 )
 from blipcap.errors import BackendError, OptionsError  # noqa: E402
 from blipcap.images import DEFAULT_LIMITS, ImageLimits, expand_inputs  # noqa: E402
@@ -239,8 +238,8 @@ def test_gpu_normalization_is_bit_identical_to_the_cpu_preprocessor(tiny):
     pre = tiny.preprocess
     for data in IMAGES[:3] + [jpeg(9, mode="L")]:
         image = Image.open(io.BytesIO(data))
-        u8 = torch.from_numpy(resize_uint8(image, pre).copy()).permute(2, 0, 1)[None]
-        got = normalize(torch, u8, pre)[0].numpy()
+        u8 = torch.from_numpy(pre.to_uint8(image).copy()).permute(2, 0, 1)[None]
+        got = pre.normalize_tensor(torch, u8)[0].numpy()
         want = pre(image)
         assert got.dtype == want.dtype == np.float32
         assert np.array_equal(got, want)
@@ -248,26 +247,24 @@ def test_gpu_normalization_is_bit_identical_to_the_cpu_preprocessor(tiny):
 
 def test_gpu_decode_needs_cuda(tiny):
     with pytest.raises(BackendError, match="gpu_decode needs a CUDA device"):
-        Pipeline(tiny, PipelineOptions(gpu_decode=True))
+        tiny.stages_for(PipelineOptions(gpu_decode=True))
 
 
 def test_pipeline_refuses_other_backends(tiny):
-    class Fake:
-        backend = type("B", (), {"name": "onnx"})()
-
+    onnx_like = type("B", (), {"name": "onnx", "capabilities": Capabilities()})()
     with pytest.raises(BackendError, match="runs on the torch backend"):
-        Pipeline(Fake())
+        Pipeline(onnx_like, tiny.preprocess, tiny.generate_tokens)
 
 
 def test_which_jpegs_go_to_nvjpeg():
-    assert _plain_jpeg(IMAGES[0], DEFAULT_LIMITS)
-    assert _plain_jpeg(jpeg(1, mode="L"), DEFAULT_LIMITS)
-    assert not _plain_jpeg(jpeg(1, mode="CMYK"), DEFAULT_LIMITS)  # nvJPEG's CMYK support varies
-    assert not _plain_jpeg(jpeg(1, size=(200, 100)), ImageLimits(max_pixels=10_000))
+    assert plain_jpeg(IMAGES[0], DEFAULT_LIMITS)
+    assert plain_jpeg(jpeg(1, mode="L"), DEFAULT_LIMITS)
+    assert not plain_jpeg(jpeg(1, mode="CMYK"), DEFAULT_LIMITS)  # nvJPEG's CMYK support varies
+    assert not plain_jpeg(jpeg(1, size=(200, 100)), ImageLimits(max_pixels=10_000))
     png = io.BytesIO()
     Image.new("RGB", (8, 8)).save(png, "PNG")
-    assert not _plain_jpeg(png.getvalue(), DEFAULT_LIMITS)
-    assert not _plain_jpeg(b"\xff\xd8\xff\xe0garbage", DEFAULT_LIMITS)
+    assert not plain_jpeg(png.getvalue(), DEFAULT_LIMITS)
+    assert not plain_jpeg(b"\xff\xd8\xff\xe0garbage", DEFAULT_LIMITS)
 
 
 def test_gpu_resize_differs_from_pillow_by_at_most_a_few_levels():
@@ -291,11 +288,11 @@ def test_pipeline_out_of_memory_halves_the_batch_and_keeps_every_item(tiny, monk
     want = records(tiny.caption(IMAGES, max_new_tokens=6, batch_size=8))
     real, sizes = Pipeline.decode, []
 
-    def tight(self, embeds, ready, opts):
-        sizes.append(embeds.shape[0])
-        if embeds.shape[0] > 2:
+    def tight(self, encoded, opts):
+        sizes.append(encoded[0].shape[0])
+        if encoded[0].shape[0] > 2:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(self, embeds, ready, opts)
+        return real(self, encoded, opts)
 
     monkeypatch.setattr(Pipeline, "decode", tight)
     got = records(caption_stream(tiny, IMAGES, max_new_tokens=6, batch_size=4))
@@ -305,7 +302,7 @@ def test_pipeline_out_of_memory_halves_the_batch_and_keeps_every_item(tiny, monk
 
 
 def test_an_image_that_does_not_fit_alone_is_an_item_error(tiny, monkeypatch):
-    def never(self, embeds, ready, opts):
+    def never(self, encoded, opts):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(Pipeline, "decode", never)
@@ -321,11 +318,13 @@ def test_an_image_that_does_not_fit_alone_is_an_item_error(tiny, monkeypatch):
 
 
 def test_auto_batch_size_comes_from_the_memory_planner(tiny, monkeypatch):
-    import blipcap.backends.cuda_pipeline as cp
+    import blipcap.captioner as captioner_module
 
     seen = []
     monkeypatch.setattr(
-        cp, "auto_batch_size", lambda cap, opts: seen.append(opts.max_new_tokens) or 2
+        captioner_module,
+        "auto_batch_size",
+        lambda cap, opts: seen.append(opts.max_new_tokens) or 2,
     )
     got = records(caption_stream(tiny, IMAGES[:3], max_new_tokens=5))
     assert seen == [5] and len(got) == 3 and all(r["error"] is None for r in got)

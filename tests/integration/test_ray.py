@@ -77,7 +77,7 @@ def test_caption_folder_then_resume(local_ray, tiny_checkpoint, tmp_path):
         "broken.jpg", "p0.jpg", "p1.jpg", "p2.jpg", "p3.jpg", "sub/copy.jpg",
     ]  # fmt: skip
     broken = rows[0]
-    assert broken["caption"] is None and broken["captions"] == []
+    assert broken["caption"] is None and broken["captions"] == [] and broken["confidence"] is None
     assert broken["error"]["type"] == "CorruptImageError"
     assert "broken.jpg" in broken["error"]["message"]
 
@@ -89,6 +89,8 @@ def test_caption_folder_then_resume(local_ray, tiny_checkpoint, tmp_path):
     for r in rows[1:5]:
         want = local[r["path"]]
         assert r["caption"] == want.caption and r["captions"] == want.captions
+        assert r["confidence"] == want.confidence.to_dict()  # as in a local record
+        assert r["confidences"] == [c.to_dict() for c in want.confidences]
         assert r["error"] is None
         assert r["sha256"] == hashlib.sha256(open(r["path"], "rb").read()).hexdigest()
         assert r["model"] == str(tiny_checkpoint)

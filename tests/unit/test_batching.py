@@ -9,15 +9,14 @@ from blipcap import batching
 from blipcap.batching import (
     BatchSizer,
     MemoryModel,
-    PeakMeter,
     calibrate,
     estimate_per_image,
-    is_out_of_memory,
     parse_bytes,
     plan_batch_size,
     run_with_backoff,
 )
 from blipcap.errors import OptionsError, OutOfMemoryError
+from blipcap.memory import PeakMeter, is_out_of_memory
 from blipcap.model.config import BlipConfig, TextConfig, VisionConfig
 
 MiB = 1 << 20

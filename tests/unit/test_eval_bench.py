@@ -157,3 +157,20 @@ def test_format_bytes():
     assert format_bytes(None) == "-"
     assert format_bytes(512 * 2**20) == "512 MiB"
     assert format_bytes(int(1.5 * 2**30)) == "1.50 GiB"
+
+
+def test_out_of_memory_is_recognised_as_batching_recognises_it():
+    """One classifier (blipcap.memory): C++ and CUDA allocation failures count as oom here too."""
+
+    class Failing(SlowFake):
+        def __init__(self, message: str):
+            super().__init__()
+            self.message = message
+
+        def caption(self, images, options=None, batch_size="auto", **kw):
+            raise RuntimeError(self.message)
+
+    images = random_images(2, 16, 16)
+    for message in ("std::bad_alloc", "CUDA error: cudaErrorMemoryAllocation"):
+        assert measure(Failing(message), 1, 1, 2, images).status == "oom", message
+    assert measure(Failing("shape mismatch"), 1, 1, 2, images).status == "error"

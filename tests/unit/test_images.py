@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from PIL import GifImagePlugin, Image, ImageFile
 
-from blipcap import images
+from blipcap import image_guard, images
+from blipcap.engine import decode_ahead
 from blipcap.errors import CorruptImageError, ImageTooLargeError, InputError, UnsupportedFormatError
 from blipcap.images import (
     ImageInput,
     ImageLimits,
-    decode_ahead,
     expand_inputs,
     load_image,
     load_input,
@@ -98,7 +98,7 @@ HEIC_HEADER = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
 
 def test_heif_without_plugin_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "pillow_heif", None)  # makes `import pillow_heif` fail
-    monkeypatch.setattr(images, "_heif_state", None)
+    monkeypatch.setattr(image_guard, "_heif_state", None)
     with pytest.raises(UnsupportedFormatError) as info:
         load_image(HEIC_HEADER, name="phone.heic")
     assert str(info.value) == (
@@ -116,7 +116,7 @@ def test_heif_with_vulnerable_libheif_is_refused(monkeypatch):
 
     fake = types.SimpleNamespace(libheif_version=lambda: "1.17.6", register_heif_opener=register)
     monkeypatch.setitem(sys.modules, "pillow_heif", fake)
-    monkeypatch.setattr(images, "_heif_state", None)
+    monkeypatch.setattr(image_guard, "_heif_state", None)
     with pytest.raises(
         UnsupportedFormatError, match=r"libheif 1\.17\.6, which has known memory-safety bugs"
     ):

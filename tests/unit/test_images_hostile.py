@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from blipcap import images, testing
+from blipcap import image_guard, images, testing
 from blipcap.errors import (
     CorruptImageError,
     DecodeCancelledError,
@@ -104,9 +104,9 @@ def test_counting_ff_da_finds_exactly_the_scans(mode, save):
     """Byte stuffing leaves no FF DA inside entropy-coded data, so a C-speed count is exact."""
     for seed in range(3):
         data = encode(noisy((67, 45), mode, seed), "JPEG", **save)
-        scans = images._jpeg_scans(data, "x.jpg")
+        scans = image_guard.jpeg_scans(data, "x.jpg")
         assert scans == true_scan_count(data) >= 1
-    assert images._jpeg_scans(testing.scan_bomb_jpeg(16, 50), "x.jpg") == true_scan_count(
+    assert image_guard.jpeg_scans(testing.scan_bomb_jpeg(16, 50), "x.jpg") == true_scan_count(
         testing.scan_bomb_jpeg(16, 50)
     )
 
@@ -266,13 +266,13 @@ def test_png_chunk_flood_is_refused_and_apng_decodes_frame_zero():
 
 
 def test_tiff_strip_flood_is_refused_and_normal_strips_decode(monkeypatch):
-    monkeypatch.setattr(images, "MAX_TIFF_STRIPS", 1000)
+    monkeypatch.setattr(image_guard, "MAX_TIFF_STRIPS", 1000)
     with pytest.raises(CorruptImageError, match=r"s\.tif: a TIFF page in 1001 strips or tiles"):
         load_image(testing.strip_flood_tiff(1001), name="s.tif")
     out = load_image(testing.strip_flood_tiff(1000))
     assert out.size == (1, 1000) and out.getpixel((0, 999)) == (128, 128, 128)
-    assert images._tiff_strips(testing.strip_flood_tiff(1000)) == 1000
-    assert images._tiff_strips(encode(noisy(), "TIFF")) == 1
+    assert image_guard.tiff_strips(testing.strip_flood_tiff(1000)) == 1000
+    assert image_guard.tiff_strips(encode(noisy(), "TIFF")) == 1
 
 
 def test_a_slow_header_does_not_stall_other_images(monkeypatch):

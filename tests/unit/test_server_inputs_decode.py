@@ -10,7 +10,7 @@ import time
 
 from PIL import Image
 
-from blipcap import images
+from blipcap import images, memory
 from blipcap.errors import DecodeBusyError, DecodeCancelledError, FetchError
 from blipcap.images import CancelToken, decode_memory_budget
 from blipcap.server import inputs
@@ -114,7 +114,7 @@ def test_the_service_hands_large_frees_back_on_glibc():
 
     if not sys.platform.startswith("linux"):
         return
-    assert images.return_large_frees_to_the_os() is True
+    assert memory.return_large_frees_to_the_os() is True
 
 
 def test_serve_defaults_to_the_images_modules_decode_budget():

@@ -20,7 +20,9 @@ import numpy as np
 from .._optional import require
 from ..arrays import NumpyOps
 from ..errors import BackendError, ModelLoadError
+from ..memory import mentions_out_of_memory
 from ..model.config import BlipConfig
+from .base import Capabilities, check_length
 from .onnx_format import (
     CACHE_ROWS,
     INPUT_IDS,
@@ -72,20 +74,12 @@ def _ort():
 class OnnxSession:
     """Decoder state for one batch: bound cross keys/values and the self-attention cache."""
 
-    def __init__(self, backend: OnnxBackend, pixel_values: np.ndarray, rows_per_image: int):
+    def __init__(self, backend: OnnxBackend, cross: list[Any], rows_per_image: int):
         self.backend = backend
         ort = backend.ort
-        images = pixel_values.shape[0]
+        images = cross[0].shape()[0]
         self.rows = images * rows_per_image
-        pixels = ort.OrtValue.ortvalue_from_numpy(
-            np.ascontiguousarray(pixel_values, dtype=np.float32), *backend.ort_device
-        )
-        binding = backend.vision.io_binding()
-        binding.bind_ortvalue_input(PIXELS, pixels)
-        for name in backend.cross_names:
-            binding.bind_output(name, *backend.ort_device)
-        backend.run(backend.vision, binding, "the vision encoder")
-        self.cross = binding.get_outputs()
+        self.cross = cross
         L, H, hd = backend.cache_shape
         empty = np.zeros((self.rows, H, 0, hd), np.float32)
         self.past = [ort.OrtValue.ortvalue_from_numpy(empty, *backend.ort_device)] * (2 * L)
@@ -118,6 +112,7 @@ class OnnxBackend:
     """ONNX Runtime sessions over an exported directory: CPU by default, CUDA when available."""
 
     name = "onnx"
+    capabilities = Capabilities()
 
     def __init__(
         self,
@@ -234,24 +229,27 @@ class OnnxBackend:
                 raise MemoryError(f"ONNX Runtime ran out of memory in {what}: {exc}") from exc
             raise BackendError(f"ONNX Runtime failed in {what}: {exc}") from exc
 
+    def encode(self, pixel_values: np.ndarray) -> list[Any]:
+        """The vision graph: normalized pixels -> every layer's cross-attention keys and values."""
+        pixels = self.ort.OrtValue.ortvalue_from_numpy(
+            np.ascontiguousarray(pixel_values, dtype=np.float32), *self.ort_device
+        )
+        binding = self.vision.io_binding()
+        binding.bind_ortvalue_input(PIXELS, pixels)
+        for name in self.cross_names:
+            binding.bind_output(name, *self.ort_device)
+        self.run(self.vision, binding, "the vision encoder")
+        return binding.get_outputs()
+
     def start(self, pixel_values: np.ndarray, rows_per_image: int, max_len: int) -> OnnxSession:
-        if max_len > self.config.text.max_position_embeddings:
-            raise BackendError(
-                f"a total length of {max_len} tokens exceeds the model's "
-                f"{self.config.text.max_position_embeddings} positions; lower --max-new-tokens"
-            )
-        return OnnxSession(self, pixel_values, rows_per_image)
+        check_length(max_len, self.config.text.max_position_embeddings)
+        return self.start_encoded(self.encode(pixel_values), rows_per_image, max_len)
+
+    def start_encoded(self, cross: list[Any], rows_per_image: int, max_len: int) -> OnnxSession:
+        check_length(max_len, self.config.text.max_position_embeddings)
+        return OnnxSession(self, cross, rows_per_image)
 
 
 def is_allocation_failure(exc: BaseException) -> bool:
     """ONNX Runtime reports allocation failures as generic runtime errors; recognise them by text."""
-    text = str(exc).lower()
-    return any(
-        s in text
-        for s in (
-            "failed to allocate memory",
-            "bad_alloc",
-            "out of memory",
-            "cudaerrormemoryallocation",
-        )
-    )
+    return mentions_out_of_memory(str(exc))

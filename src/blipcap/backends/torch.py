@@ -10,6 +10,7 @@ from .._optional import require
 from ..arrays import TorchOps
 from ..errors import BackendError
 from ..model.config import BlipConfig
+from .base import Capabilities, check_length
 from .cuda import fast_path_enabled
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -41,20 +42,14 @@ def resolve_dtype(dtype: str, device: str) -> str:
 class TorchSession:
     """Decoder state for one batch: shared cross-attention K/V, preallocated self-attention cache."""
 
-    def __init__(
-        self, backend: TorchBackend, pixel_values: np.ndarray, rows_per_image: int, max_len: int
-    ):
+    def __init__(self, backend: TorchBackend, image_embeds, rows_per_image: int, max_len: int):
         torch = backend.torch
         model = backend.model
         self.backend = backend
         self.rows_per_image = rows_per_image
-        pixels = torch.from_numpy(np.ascontiguousarray(pixel_values))
-        if backend.device.startswith("cuda"):
-            pixels = pixels.pin_memory().to(backend.device, non_blocking=True)
         with torch.no_grad():
-            image_embeds = model.vision_model(pixels.to(backend.dtype))
             self.cross = model.text_decoder.cross_kv(image_embeds)
-            rows = pixel_values.shape[0] * rows_per_image
+            rows = image_embeds.shape[0] * rows_per_image
             self.cache = model.text_decoder.new_cache(rows, max_len, backend.device, backend.dtype)
 
     def step(self, input_ids):
@@ -95,12 +90,28 @@ class TorchBackend:
 
             self.fast_path = FastPath(self, FastPathOptions.from_env())
 
-    def start(self, pixel_values: np.ndarray, rows_per_image: int, max_len: int) -> TorchSession:
-        if max_len > self.config.text.max_position_embeddings:
-            raise BackendError(
-                f"a total length of {max_len} tokens exceeds the model's "
-                f"{self.config.text.max_position_embeddings} positions; lower --max-new-tokens"
-            )
+    @property
+    def capabilities(self) -> Capabilities:
+        fast = self.fast_path is not None
+        return Capabilities(overlap=fast, device_normalize=True, static_decode=fast)
+
+    def encode(self, pixel_values):
+        """Normalized pixels (numpy, or a tensor on any device) -> image embeddings on the device."""
+        torch = self.torch
+        pixels = pixel_values
+        if isinstance(pixels, np.ndarray):
+            pixels = torch.from_numpy(np.ascontiguousarray(pixels))
+            if self.device.startswith("cuda"):
+                pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+        with torch.no_grad():
+            return self.model.vision_model(pixels.to(self.dtype))
+
+    def start(self, pixel_values: np.ndarray, rows_per_image: int, max_len: int):
+        check_length(max_len, self.config.text.max_position_embeddings)
+        return self.start_encoded(self.encode(pixel_values), rows_per_image, max_len)
+
+    def start_encoded(self, image_embeds, rows_per_image: int, max_len: int):
+        check_length(max_len, self.config.text.max_position_embeddings)
         if self.fast_path is not None:
-            return self.fast_path.start(pixel_values, rows_per_image, max_len)
-        return TorchSession(self, pixel_values, rows_per_image, max_len)
+            return self.fast_path.start_from_embeds(image_embeds, rows_per_image, max_len)
+        return TorchSession(self, image_embeds, rows_per_image, max_len)

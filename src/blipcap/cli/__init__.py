@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "index": "blipcap.cli.index:index",
     "search": "blipcap.cli.index:search",
     "export": "blipcap.cli.export:export",
+    "distill": "blipcap.cli.distill:distill",
 }
 
 

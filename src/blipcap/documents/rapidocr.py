@@ -51,7 +51,17 @@ class RapidOcrEngine:
 
         # "slow" scores each detected polygon instead of its bounding box: a slanted
         # line squeezed between its neighbours keeps its score and is not dropped.
-        self._ocr = RapidOCR(params={"Global.log_level": "error", "Det.score_mode": "slow"})
+        # The detector sees the image at most DETECT_PX on its longest side and is never
+        # enlarged: rapidocr's default (shortest side at least 736 px) blows a 640x160
+        # sign up 4.6 times, and PP-OCRv6 then cuts its one line in two overlapping boxes.
+        self._ocr = RapidOCR(
+            params={
+                "Global.log_level": "error",
+                "Det.score_mode": "slow",
+                "Det.limit_type": "max",
+                "Det.limit_side_len": DETECT_PX,
+            }
+        )
         # The classifier and recognizer load on first use; one call on a blank line loads
         # them, so that they are there to be called one by one below.
         self._ocr(np.full((48, 192, 3), 255, np.uint8), use_det=False, use_cls=True, use_rec=True)

@@ -11,7 +11,8 @@ Memory, measured honestly per device:
   allocated, not the CUDA context or allocator slack.
 * CPU, isolated (the default on CPU): each configuration runs in a fresh
   Python process that loads the model and runs it; the figure is that
-  process's resident-set high-water mark (``getrusage().ru_maxrss``). That is
+  process's resident-set high-water mark (VmHWM; ``getrusage().ru_maxrss``
+  off Linux). That is
   what a machine must have to run the configuration from a cold start,
   including any transient peak while loading weights.
 * CPU, in-process (``--no-isolate``, and :func:`measure` called from Python):
@@ -23,25 +24,24 @@ Memory, measured honestly per device:
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import OutOfMemoryError
+from ..memory import RssSampler, is_out_of_memory, rss_bytes, rss_high_water_bytes
 from ..options import CaptionOptions
 
 RESULT_MARKER = "BLIPCAP_BENCH_RESULT "
-RSS_SAMPLE_S = 0.005
 
 MEMORY_METHODS = {
     "cuda_max_allocated": "torch.cuda.max_memory_allocated during the timed run",
     "rss_high_water_fresh_process": (
         "peak resident memory of a fresh process that loads the model and runs this "
-        "configuration (getrusage ru_maxrss)"
+        "configuration (VmHWM; getrusage ru_maxrss off Linux)"
     ),
     "rss_sampled": "resident memory sampled every 5 ms during the timed run, in one process",
 }
@@ -91,68 +91,6 @@ class Measurement:
         return d
 
 
-# --- memory ---------------------------------------------------------------------------------
-
-
-def current_rss_bytes() -> int | None:
-    """This process's resident set size now."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        import psutil
-
-        return int(psutil.Process().memory_info().rss)
-    except ImportError:
-        return None
-
-
-def rss_high_water_bytes() -> int:
-    """This process's peak resident set since it started (kernel-tracked, nothing missed)."""
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # macOS: bytes; Linux: KiB
-
-
-class RssSampler:
-    """Samples the resident set in a thread; ``peak`` is the highest value seen."""
-
-    def __init__(self, interval: float = RSS_SAMPLE_S):
-        self.interval = interval
-        self.peak = current_rss_bytes() or 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="blipcap-rss", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            rss = current_rss_bytes() or 0
-            if rss > self.peak:
-                self.peak = rss
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, current_rss_bytes() or 0)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    from ..errors import OutOfMemoryError
-
-    if isinstance(exc, (OutOfMemoryError, MemoryError)):
-        return True
-    text = str(exc).lower()
-    return (
-        "out of memory" in text or "can't allocate memory" in text or "failed to allocate" in text
-    )
-
-
 def measure(
     captioner: Any,
     batch_size: int,
@@ -199,7 +137,7 @@ def measure(
             result.seconds = time.perf_counter() - t0
             result.note = "GPU memory of ONNX Runtime is not measured"
         else:
-            result.baseline_memory_bytes = current_rss_bytes()
+            result.baseline_memory_bytes = rss_bytes()
             with RssSampler() as sampler:
                 t0 = time.perf_counter()
                 _check(captioner.caption(list(images), options=options, batch_size=batch_size))
@@ -207,7 +145,8 @@ def measure(
             result.peak_memory_bytes = sampler.peak
             result.memory_method = "rss_sampled"
     except Exception as exc:
-        result.status = "oom" if _is_oom(exc) else "error"
+        oom = isinstance(exc, OutOfMemoryError) or is_out_of_memory(exc)
+        result.status = "oom" if oom else "error"
         result.note = f"{type(exc).__name__}: {exc}"[:500]
         return result
     result.images = len(images)
@@ -454,7 +393,7 @@ def _worker() -> None:
     inputs = Inputs(**{k: tuple(v) if k == "paths" else v for k, v in spec["inputs"].items()})
     captioner = _open(settings)
     images = inputs.make(spec["count"])
-    loaded_rss = current_rss_bytes()
+    loaded_rss = rss_bytes()
     m = measure(captioner, config.batch_size, config.num_beams, config.length, images)
     if m.memory_method == "rss_sampled":
         m.peak_memory_bytes = rss_high_water_bytes()

@@ -17,31 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..decoding import SpecialTokens, generate
+from ..model.processing import synthetic_images
 from ..options import CaptionOptions
-
-
-def synthetic_images(count: int, size: int, width: int | None = None, seed: int = 0) -> np.ndarray:
-    """``count`` different normalized images (B, 3, size, width): gradients, stripes, noise.
-
-    Deterministic, so an export's verification can be repeated exactly.
-    """
-    rng = np.random.default_rng(seed)
-    width = width or size
-    yy, xx = np.mgrid[0:size, 0:width].astype(np.float32)
-    yy, xx = yy / max(1, size - 1), xx / max(1, width - 1)
-    out = []
-    for i in range(count):
-        kind = i % 3
-        if kind == 0:
-            base = np.stack([xx, yy, 1 - xx])
-        elif kind == 1:
-            f = 2 + i
-            base = np.stack([np.sin(f * np.pi * xx) ** 2, np.cos(f * np.pi * yy) ** 2, xx * yy])
-        else:
-            base = rng.random((3, size, width), dtype=np.float32)
-        # roughly the range of CLIP-normalized pixels
-        out.append((base - 0.45) / 0.27)
-    return np.stack(out).astype(np.float32)
 
 
 @dataclass

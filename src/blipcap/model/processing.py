@@ -75,14 +75,55 @@ class ImagePreprocessor:
         h, w = self.size
         return image.resize((w, h), resample=self.resample)
 
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        pixels = np.asarray(self.to_model_size(image), dtype=np.uint8)
-        # Same arithmetic as transformers: rescale in float64, then normalize in float32.
-        x = (pixels.transpose(2, 0, 1).astype(np.float64) * self.rescale_factor).astype(np.float32)
+    def to_uint8(self, image: Image.Image) -> np.ndarray:
+        """``image`` at the model's size as (H, W, 3) uint8: what the copy to a device carries."""
+        return np.asarray(self.to_model_size(image), dtype=np.uint8)
+
+    # The one place of the normalization arithmetic, that of transformers: rescale in
+    # float64, round to float32, then subtract and divide in float32. IEEE operations in
+    # the same order give bit-identical values in numpy and in torch, on CPU and GPU.
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """(..., 3, H, W) uint8 -> normalized float32 (numpy)."""
+        x = (pixels.astype(np.float64) * self.rescale_factor).astype(np.float32)
         return (x - self.mean) / self.std
+
+    def normalize_tensor(self, torch, pixels):
+        """(N, 3, H, W) uint8 torch tensor -> normalized float32 on its device (same arithmetic)."""
+        mean = torch.as_tensor(self.mean, device=pixels.device)
+        std = torch.as_tensor(self.std, device=pixels.device)
+        x = (pixels.to(torch.float64) * self.rescale_factor).to(torch.float32)
+        return (x - mean) / std
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        return self.normalize(self.to_uint8(image).transpose(2, 0, 1))
 
     def batch(self, images: list[Image.Image]) -> np.ndarray:
         return np.stack([self(im) for im in images])
+
+
+def synthetic_images(count: int, size: int, width: int | None = None, seed: int = 0) -> np.ndarray:
+    """``count`` different normalized images (B, 3, size, width): gradients, stripes, noise.
+
+    Deterministic, so an export's verification can be repeated exactly.
+    """
+    rng = np.random.default_rng(seed)
+    width = width or size
+    yy, xx = np.mgrid[0:size, 0:width].astype(np.float32)
+    yy, xx = yy / max(1, size - 1), xx / max(1, width - 1)
+    out = []
+    for i in range(count):
+        kind = i % 3
+        if kind == 0:
+            base = np.stack([xx, yy, 1 - xx])
+        elif kind == 1:
+            f = 2 + i
+            base = np.stack([np.sin(f * np.pi * xx) ** 2, np.cos(f * np.pi * yy) ** 2, xx * yy])
+        else:
+            base = rng.random((3, size, width), dtype=np.float32)
+        # roughly the range of CLIP-normalized pixels
+        out.append((base - 0.45) / 0.27)
+    return np.stack(out).astype(np.float32)
 
 
 _CLEANUPS = [

@@ -153,6 +153,19 @@ class DecoderLayer(nn.Module):
 
         return self.output(F.gelu(self.intermediate.dense(x)), x)
 
+    def forward_full(
+        self, x: torch.Tensor, cross: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
+        """The whole sequence at once, causal, no cache: the training path (autograd-safe).
+
+        Right padding needs no mask: a causal position never sees the padding after it.
+        """
+        p = self.attention.proj
+        q, k, v = (self._split(proj(x)) for proj in (p.query, p.key, p.value))
+        attn = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = self.attention.output(self._merge(attn), x)
+        return self.cross_attention_and_ffn(x, cross, rows_per_image=1)
+
 
 class BertEncoder(nn.Module):
     def __init__(self, c: TextConfig):
@@ -223,3 +236,14 @@ class TextDecoder(nn.Module):
             x = layer(x, cache.data[i], start, cross[i], rows_per_image)
         cache.length = start + input_ids.shape[1]
         return self.cls.predictions.decoder(self.cls.predictions.transform(x[:, -1]))
+
+    def forward_full(self, input_ids: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: (B, T) token ids + (B, S, D) image embeddings -> (B, T, vocab) logits.
+
+        Every position's next-token logits in one pass, without caches or in-place
+        writes, so gradients flow (distillation trains through it).
+        """
+        x = self.bert.embeddings(input_ids, 0)
+        for layer, cross in zip(self.bert.encoder.layer, self.cross_kv(image_embeds), strict=True):
+            x = layer.forward_full(x, cross)
+        return self.cls.predictions.decoder(self.cls.predictions.transform(x))

@@ -36,6 +36,14 @@ class BlipCaptioningModel(nn.Module):
         self.vision_model = VisionModel(config.vision)
         self.text_decoder = TextDecoder(config.text)
 
+    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (B, T, vocab) for ``input_ids`` (starting with [DEC]).
+
+        The same numbers as transformers' ``BlipForConditionalGeneration(pixel_values,
+        input_ids).logits``; used for training, not for decoding (which caches).
+        """
+        return self.text_decoder.forward_full(input_ids, self.vision_model(pixel_values))
+
 
 def weight_files(directory: Path) -> list[Path]:
     """The checkpoint's weight files: safetensors (single or sharded) first, else
@@ -159,3 +167,42 @@ def load_model(
     }
     model.load_state_dict(state, assign=True, strict=True)
     return model.eval().requires_grad_(False)
+
+
+def tie_weights(model: BlipCaptioningModel) -> BlipCaptioningModel:
+    """Share the LM head's weight with the word embeddings (BLIP's tie_word_embeddings)."""
+    text = model.text_decoder
+    text.cls.predictions.decoder.weight = text.bert.embeddings.word_embeddings.weight
+    return model
+
+
+def hf_state_dict(model: BlipCaptioningModel) -> dict[str, torch.Tensor]:
+    """The model's weights under the key names ``save_pretrained`` writes (inverse of loading).
+
+    The LM head's weight is tied to the word embeddings, so it is left out, and its
+    bias is stored under its canonical name ``text_decoder.cls.predictions.bias``.
+    """
+    head = model.text_decoder.cls.predictions.decoder.weight
+    words = model.text_decoder.bert.embeddings.word_embeddings.weight
+    if head.data_ptr() != words.data_ptr() and not torch.equal(head, words):
+        raise ValueError(
+            "the LM head is not tied to the word embeddings, which the BLIP checkpoint layout "
+            "requires; call tie_weights(model) before training"
+        )
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    state.pop("text_decoder.cls.predictions.decoder.weight")
+    state["text_decoder.cls.predictions.bias"] = state.pop(
+        "text_decoder.cls.predictions.decoder.bias"
+    )
+    return state
+
+
+def save_weights(model: BlipCaptioningModel, path: Path) -> None:
+    """Write ``model.safetensors`` (fp32, contiguous, HF key names) that ``load_model`` reads back."""
+    from safetensors.torch import save_file
+
+    state = {
+        k: v.to(device="cpu", dtype=torch.float32).contiguous().clone()
+        for k, v in hf_state_dict(model).items()
+    }
+    save_file(state, str(path), metadata={"format": "pt"})

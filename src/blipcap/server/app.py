@@ -29,15 +29,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from ..engine import split_good
 from ..errors import BlipcapError, DecodeBusyError, MissingDependencyError
-from ..images import CancelToken, return_large_frees_to_the_os, set_decode_memory_budget
+from ..images import CancelToken, set_decode_memory_budget
+from ..memory import return_large_frees_to_the_os
 from ..options import CaptionOptions, resolve_options
-from ..results import Caption, ItemError
+from ..results import Caption
 from ..version import __version__
 from . import schemas
 from .batcher import DeadlineError, MicroBatcher, QueueFullError, ShuttingDownError
+from .captioning import BatchedCaptioner, failed_record
 from .config import ServerConfig
-from .inputs import Loaded, decode_one, status_for
+from .inputs import (
+    Loaded,
+    status_for,
+)
 from .limits import (
     ApiKeys,
     BodyMiddleware,
@@ -168,32 +174,22 @@ class ServerState:
         When every input failed, the first failure is raised (its HTTP status
         answers the request); otherwise good work is never thrown away.
         """
-        good = [item for item in loaded if item.image is not None]
-        if not good:
+        inputs = split_good(loaded, lambda item: item.image is not None)
+        if not inputs.good:
             first = next(item for item in loaded if item.error is not None)
             raise first.error  # type: ignore[misc]
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise DeadlineError("the request deadline passed before captioning started")
         results = await self.batcher.caption(
-            [item.image for item in good], options, timeout=remaining, client=client
+            [item.image for item in inputs.good], options, timeout=remaining, client=client
         )
         provenance = self.captioner.provenance_for(options)
-        it = iter(results)
-        out = []
-        for item in loaded:
-            if item.image is None:
-                out.append(
-                    Caption(
-                        path=item.name,
-                        caption=None,
-                        error=ItemError.from_exception(item.error),  # type: ignore[arg-type]
-                        provenance=provenance,
-                    )
-                )
-            else:
-                out.append(dataclasses.replace(next(it), path=item.name))
-        return out
+        return inputs.merge(
+            results,
+            bad=lambda item: failed_record(item, provenance),
+            good=lambda item, result: dataclasses.replace(result, path=item.name),
+        )
 
     def blocking_captioner(
         self, loop: asyncio.AbstractEventLoop, client: str, cancel: CancelToken
@@ -204,46 +200,6 @@ class ServerState:
         deadline and stops its decodes once the request stops waiting.
         """
         return BatchedCaptioner(self, loop, client, cancel)
-
-
-class BatchedCaptioner:
-    """``caption()`` from a worker thread, routed through the shared batcher.
-
-    Feature modules (alt text, documents) call ``captioner.caption(...)``
-    synchronously; this sends their images through the same micro-batcher as
-    the HTTP caption requests, so the model still runs in one thread.
-    """
-
-    def __init__(
-        self,
-        state: ServerState,
-        loop: asyncio.AbstractEventLoop,
-        client: str,
-        cancel: CancelToken,
-    ):
-        self._state = state
-        self._loop = loop
-        self._client = client
-        self._cancel = cancel
-        self.deadline = cancel.deadline or time.monotonic() + state.config.request_timeout
-
-    def __getattr__(self, name: str) -> Any:  # model_id, random_weights, provenance_for, ...
-        return getattr(self._state.captioner, name)
-
-    def caption(self, images, preset=None, options=None, batch_size="auto", progress=False, **kw):
-        opts = resolve_options(options, preset, **kw)
-        limits = self._state.config.image_limits
-        loaded = [decode_one(source, limits, self._cancel) for source in images]
-        if not any(item.image is not None for item in loaded):
-            provenance = self._state.captioner.provenance_for(opts)
-            return [
-                Caption(None, None, error=ItemError.from_exception(i.error), provenance=provenance)  # type: ignore[arg-type]
-                for i in loaded
-            ]
-        future = asyncio.run_coroutine_threadsafe(
-            self._state.caption_loaded(loaded, opts, self.deadline, self._client), self._loop
-        )
-        return future.result()
 
 
 def create_app(

@@ -1,0 +1,184 @@
+"""``blipcap distill``: train a smaller student captioner on a folder of unlabeled images."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import DEFAULT_MODEL, cli_errors, show_progress, warn
+
+
+@click.command(
+    "distill",
+    epilog="""\b
+Examples:
+  blipcap distill photos/ --out blip-student --vision-layers 12 --text-layers 6
+  blipcap distill photos/ --out blip-student-s --vision-layers 6 --text-layers 4 --epochs 5
+  blipcap distill photos/ --out blip-student          # run again: continues where it stopped
+  blipcap export onnx --model blip-student --out blip-student-int8 --quantize int8
+  blipcap caption shots/ --model blip-student-int8
+
+The teacher (--model, any BLIP captioning checkpoint) captions every image
+once (kept in OUT/distill-state/teacher.jsonl). The student keeps evenly spaced
+layers of the teacher (first and last included), optionally a narrower vision
+encoder (--vision-width: whole heads dropped, weights truncated), and learns
+the teacher's captions (cross-entropy) and its token distributions (KL at
+--temperature, weighted by --kl-weight). Before training and after each epoch
+it is compared with the teacher on held-back images: exact caption match and
+token agreement (teacher forcing: the student's next token is the teacher's).
+
+OUT/distill-state/state.pt holds the student, the optimizer and the step, so
+running the same command again resumes (or, when done, just rewrites OUT).
+The result in OUT is a Hugging Face layout checkpoint (config.json,
+model.safetensors, tokenizer and preprocessor files) that every blipcap command
+and transformers' BlipForConditionalGeneration load; OUT/distill.json holds the
+validation history. A GPU is used when there is one; the CPU suits small shapes.
+
+\b
+Exit status: 0 done, 2 on usage or configuration errors, 3 when the teacher
+could not be found or loaded.
+""",
+)
+@click.argument("images", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--model",
+    "-m",
+    envvar="BLIPCAP_MODEL",
+    default=None,
+    metavar="M",
+    help=f"The teacher: hub id or local Hugging Face directory [env BLIPCAP_MODEL; default {DEFAULT_MODEL}].",
+)
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Student directory (created; resumed when it holds a run).",
+)
+@click.option(
+    "--vision-layers",
+    type=click.IntRange(min=1),
+    required=True,
+    help="Vision encoder layers of the student.",
+)
+@click.option(
+    "--text-layers",
+    type=click.IntRange(min=1),
+    required=True,
+    help="Text decoder layers of the student.",
+)
+@click.option(
+    "--vision-width",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Narrower vision encoder (a multiple of the teacher's head size); default: the teacher's.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Passes over the training images.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Images per training step.",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e-4,
+    show_default=True,
+    help="Peak learning rate (AdamW; warm-up, then cosine decay to 10%).",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="Softmax temperature of the token-level KL term.",
+)
+@click.option(
+    "--kl-weight",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Weight of the KL term; the caption cross-entropy gets 1 - this.",
+)
+@click.option(
+    "--val-images",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Held-back images for validation [default: 5%, 1 to 1000].",
+)
+@click.option(
+    "--max-new-tokens",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="Length limit of the teacher's (and student's) captions.",
+)
+@click.option(
+    "--beams",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="The teacher captions with beam search of this width (1: greedy).",
+)
+@click.option(
+    "--save-every",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also save the state every N steps (0: after each epoch).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Shuffling seed.")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where to train; auto uses CUDA when available.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
+    default="auto",
+    show_default=True,
+    help="The teacher's dtype (auto: float32 on CPU, bfloat16/float16 on CUDA); the student trains in float32.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the report (validation history) as JSON on stdout.",
+)
+@cli_errors
+def distill(images, model, out, vision_layers, text_layers, vision_width, epochs, batch_size, lr,
+            temperature, kl_weight, val_images, max_new_tokens, beams, save_every, seed, device,
+            dtype, as_json) -> None:  # fmt: skip
+    """Distill the model into a smaller, faster student using a folder of unlabeled images."""
+    from ..distill import DistillOptions, StudentShape
+    from ..distill import distill as run
+
+    options = DistillOptions(
+        student=StudentShape(vision_layers, text_layers, vision_width), epochs=epochs,
+        batch_size=batch_size, lr=lr, temperature=temperature, kl_weight=kl_weight,
+        val_images=val_images, max_new_tokens=max_new_tokens, num_beams=beams,
+        save_every=save_every, seed=seed, device=device, dtype=dtype,
+    )  # fmt: skip
+    report = run(model, images, out, options, progress=show_progress(), log=warn)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        first, last = report.history[0], report.history[-1]
+        click.echo(
+            f"student written to {out} ({report.student_parameters / 1e6:.1f}M parameters, "
+            f"teacher {report.teacher_parameters / 1e6:.1f}M); on {report.val_images} held-back "
+            f"images: exact caption match {first['exact_match']:.1%} -> {last['exact_match']:.1%}, "
+            f"token agreement {first['token_agreement']:.1%} -> {last['token_agreement']:.1%}"
+        )
