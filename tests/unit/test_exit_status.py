@@ -50,6 +50,7 @@ MODEL_COMMANDS = {
     "alt-text": ["alt-text", "site"],
     "export": ["export", "onnx", "--out", "out"],
     "eval": ["eval", "--golden", "golden.jsonl"],
+    "distill": ["distill", ".", "--out", "student", "--vision-layers", "1", "--text-layers", "1"],
 }
 
 
