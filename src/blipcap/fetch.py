@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 from .errors import FetchError
+from .files import read_upto
 from .version import __version__
 
 __all__ = ["DEFAULT_MAX_BYTES", "FetchResult", "check_url", "fetch_url", "forbidden_reason"]
@@ -486,25 +487,22 @@ def _get(
             raise FetchError(
                 f"{url}: the body is {int(declared)} bytes, over the {max_bytes}-byte limit"
             )
-        chunks: list[bytes] = []
-        total = 0
-        while True:
+
+        def read(n: int) -> bytes:
             sock.settimeout(deadline.remaining(url))
-            chunk = response.read1(min(65536, max_bytes + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > max_bytes:
-                raise FetchError(
-                    f"{url}: the body is over the {max_bytes}-byte limit; refusing to download more"
-                )
+            return response.read1(n)
+
+        data = read_upto(read, max_bytes, 65536)
+        if len(data) > max_bytes:
+            raise FetchError(
+                f"{url}: the body is over the {max_bytes}-byte limit; refusing to download more"
+            )
         if response.length:  # Content-Length promised more than arrived
             raise FetchError(
-                f"{url}: the connection closed after {total} bytes, before the whole body arrived"
+                f"{url}: the connection closed after {len(data)} bytes, before the whole body arrived"
             )
         deadline.remaining(url)
-        return response.status, None, response.getheader("Content-Type"), b"".join(chunks)
+        return response.status, None, response.getheader("Content-Type"), data
     except FetchError:
         if deadline.hit:
             raise deadline.expired(url) from None

@@ -1,4 +1,5 @@
-"""Crash-safe file replacement, shared by the alt-text writer, the approvals store and XMP sidecars."""
+"""Crash-safe file replacement (the alt-text writer, the approvals store, XMP sidecars) and
+capped reads (local images, fetched URLs)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,20 @@ def fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def read_upto(read: Callable[[int], bytes], max_bytes: int, chunk_size: int) -> bytes:
+    """Call ``read(n)`` until it returns nothing or more than ``max_bytes`` bytes have come.
+
+    At most ``max_bytes + 1`` bytes are read, so a result longer than ``max_bytes``
+    says the source is over the limit without an endless or huge one being buffered.
+    """
+    chunks: list[bytes] = []
+    total = 0
+    while total <= max_bytes:
+        chunk = read(min(chunk_size, max_bytes + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)

@@ -22,6 +22,7 @@ from typing import IO, Any
 from PIL import Image
 
 from .errors import ImageTooLargeError, InputError
+from .files import read_upto
 from .results import ItemError
 
 __all__ = [
@@ -224,20 +225,13 @@ def read_capped(fp: IO[bytes], max_bytes: int, name: str) -> bytes:
     Raises :class:`ImageTooLargeError` as soon as the stream proves longer than
     ``max_bytes``, so an endless or huge stream is never buffered.
     """
-    chunks: list[bytes] = []
-    total = 0
-    while total <= max_bytes:
-        chunk = fp.read(min(1 << 20, max_bytes + 1 - total))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    if total > max_bytes:
+    data = read_upto(fp.read, max_bytes, 1 << 20)
+    if len(data) > max_bytes:
         raise ImageTooLargeError(
             f"{name}: larger than the {format_bytes(max_bytes)} limit. "
             "Use a smaller file, or raise ImageLimits.max_bytes if you trust the source."
         )
-    return b"".join(chunks)
+    return data
 
 
 _SPECIAL_FILES = (

@@ -40,7 +40,8 @@ def apply(f: Callable, decorators: list[Callable]) -> Callable:
     return f
 
 
-def _choice(name: str, choices: list[str], help: str) -> Callable:
+def choice_option(name: str, choices: list[str], help: str) -> Callable:
+    """One of ``choices``, "auto" by default (shown in --help)."""
     return click.option(
         name, type=click.Choice(choices), default="auto", show_default=True, help=help
     )
@@ -68,15 +69,15 @@ def model_options(f: Callable) -> Callable:
         f,
         [
             model_option(),
-            _choice(
+            choice_option(
                 "--backend",
                 ["auto", "torch", "onnx"],
                 "Inference backend; auto picks onnx for an exported directory, else torch.",
             ),
-            _choice(
+            choice_option(
                 "--device", ["auto", "cpu", "cuda"], "Where to run; auto uses CUDA when available."
             ),
-            _choice(
+            choice_option(
                 "--dtype",
                 list(DTYPES),
                 "Weights and activations; auto is float32 on CPU, bfloat16/float16 on CUDA.",

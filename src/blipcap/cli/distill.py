@@ -6,7 +6,24 @@ import json
 
 import click
 
-from .common import DEFAULT_MODEL, cli_errors, show_progress, warn
+from .common import (
+    DTYPES,
+    choice_option,
+    cli_errors,
+    json_option,
+    model_option,
+    number_option,
+    show_progress,
+    warn,
+)
+
+_COUNT = click.IntRange(min=1)
+_POSITIVE = click.FloatRange(min=0, min_open=True)
+
+
+def layers_option(name: str, help: str):
+    """A required number of layers of the student."""
+    return click.option(name, type=_COUNT, required=True, help=help)
 
 
 @click.command(
@@ -41,14 +58,7 @@ could not be found or loaded.
 """,
 )
 @click.argument("images", type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "--model",
-    "-m",
-    envvar="BLIPCAP_MODEL",
-    default=None,
-    metavar="M",
-    help=f"The teacher: hub id or local Hugging Face directory [env BLIPCAP_MODEL; default {DEFAULT_MODEL}].",
-)
+@model_option("The teacher: hub id or local Hugging Face directory")
 @click.option(
     "--out",
     "-o",
@@ -56,107 +66,51 @@ could not be found or loaded.
     type=click.Path(file_okay=False),
     help="Student directory (created; resumed when it holds a run).",
 )
-@click.option(
-    "--vision-layers",
-    type=click.IntRange(min=1),
-    required=True,
-    help="Vision encoder layers of the student.",
-)
-@click.option(
-    "--text-layers",
-    type=click.IntRange(min=1),
-    required=True,
-    help="Text decoder layers of the student.",
-)
-@click.option(
+@layers_option("--vision-layers", "Vision encoder layers of the student.")
+@layers_option("--text-layers", "Text decoder layers of the student.")
+@number_option(
     "--vision-width",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Narrower vision encoder (a multiple of the teacher's head size); default: the teacher's.",
+    _COUNT,
+    None,
+    "Narrower vision encoder (a multiple of the teacher's head size); default: the teacher's.",
 )
-@click.option(
-    "--epochs",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="Passes over the training images.",
+@number_option("--epochs", _COUNT, 3, "Passes over the training images.")
+@number_option("--batch-size", _COUNT, 16, "Images per training step.")
+@number_option(
+    "--lr", _POSITIVE, 1e-4, "Peak learning rate (AdamW; warm-up, then cosine decay to 10%)."
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=16,
-    show_default=True,
-    help="Images per training step.",
-)
-@click.option(
-    "--lr",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1e-4,
-    show_default=True,
-    help="Peak learning rate (AdamW; warm-up, then cosine decay to 10%).",
-)
-@click.option(
-    "--temperature",
-    type=click.FloatRange(min=0, min_open=True),
-    default=2.0,
-    show_default=True,
-    help="Softmax temperature of the token-level KL term.",
-)
-@click.option(
+@number_option("--temperature", _POSITIVE, 2.0, "Softmax temperature of the token-level KL term.")
+@number_option(
     "--kl-weight",
-    type=click.FloatRange(0, 1),
-    default=0.5,
-    show_default=True,
-    help="Weight of the KL term; the caption cross-entropy gets 1 - this.",
+    click.FloatRange(0, 1),
+    0.5,
+    "Weight of the KL term; the caption cross-entropy gets 1 - this.",
 )
-@click.option(
-    "--val-images",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Held-back images for validation [default: 5%, 1 to 1000].",
+@number_option(
+    "--val-images", _COUNT, None, "Held-back images for validation [default: 5%, 1 to 1000]."
 )
-@click.option(
-    "--max-new-tokens",
-    type=click.IntRange(min=1),
-    default=30,
-    show_default=True,
-    help="Length limit of the teacher's (and student's) captions.",
+@number_option(
+    "--max-new-tokens", _COUNT, 30, "Length limit of the teacher's (and student's) captions."
 )
-@click.option(
-    "--beams",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="The teacher captions with beam search of this width (1: greedy).",
+@number_option(
+    "--beams", _COUNT, 1, "The teacher captions with beam search of this width (1: greedy)."
 )
-@click.option(
+@number_option(
     "--save-every",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Also save the state every N steps (0: after each epoch).",
+    click.IntRange(min=0),
+    0,
+    "Also save the state every N steps (0: after each epoch).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Shuffling seed.")
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Where to train; auto uses CUDA when available.",
+@number_option("--seed", click.INT, 0, "Shuffling seed.")
+@choice_option(
+    "--device", ["auto", "cpu", "cuda"], "Where to train; auto uses CUDA when available."
 )
-@click.option(
+@choice_option(
     "--dtype",
-    type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
-    default="auto",
-    show_default=True,
-    help="The teacher's dtype (auto: float32 on CPU, bfloat16/float16 on CUDA); the student trains in float32.",
+    list(DTYPES),
+    "The teacher's dtype (auto: float32 on CPU, bfloat16/float16 on CUDA); the student trains in float32.",
 )
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the report (validation history) as JSON on stdout.",
-)
+@json_option("Print the report (validation history) as JSON on stdout.")
 @cli_errors
 def distill(images, model, out, vision_layers, text_layers, vision_width, epochs, batch_size, lr,
             temperature, kl_weight, val_images, max_new_tokens, beams, save_every, seed, device,

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..decoding import SpecialTokens
 from ..errors import OptionsError
 from ..model.config import BlipConfig
 from ..model.weights import BlipCaptioningModel, save_weights, tie_weights
@@ -105,6 +106,40 @@ class DistillReport:
         return asdict(self)
 
 
+@dataclass
+class _Run:
+    """What every stage of one distillation run shares."""
+
+    cap: Any  # the teacher's Captioner
+    options: DistillOptions
+    folder: Path
+    state_dir: Path
+    caption_options: Any
+    say: Any
+    progress: bool
+    identity: dict[str, Any] = field(default_factory=dict)
+    """The settings a saved state must match to be resumed."""
+
+    @property
+    def teacher(self) -> BlipCaptioningModel:
+        return self.cap.backend.model
+
+    @property
+    def device(self) -> str:
+        return self.cap.backend.device
+
+
+@dataclass
+class _Training:
+    """The student being trained, its optimizer and how far it got."""
+
+    student: BlipCaptioningModel
+    raw_config: dict
+    optimizer: torch.optim.Optimizer
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
 def distill(
     teacher: str,
     images: str | os.PathLike[str],
@@ -115,53 +150,26 @@ def distill(
 ) -> DistillReport:
     """Distill ``teacher`` (hub id or HF directory) into a smaller student written to ``out_dir``."""
     from ..captioner import Captioner
-    from ..decoding import SpecialTokens
     from ..options import CaptionOptions
 
-    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     folder, out = Path(images), Path(out_dir)
-    state_dir = out / STATE_DIR
     cap = Captioner(teacher, backend="torch", device=options.device, dtype=options.dtype)
-    device = cap.backend.device
-    teacher_model: BlipCaptioningModel = cap.backend.model
-    special = SpecialTokens(eos=cap.config.text.sep_token_id, pad=cap.config.text.pad_token_id)
-    caption_options = CaptionOptions(
-        num_beams=options.num_beams, max_new_tokens=options.max_new_tokens, clean_artifacts=False
-    )
-
+    r = _Run(
+        cap=cap, options=options, folder=folder, state_dir=out / STATE_DIR,
+        caption_options=CaptionOptions(
+            num_beams=options.num_beams, max_new_tokens=options.max_new_tokens,
+            clean_artifacts=False,
+        ),
+        say=log or (lambda msg: print(msg, file=sys.stderr, flush=True)), progress=progress,
+    )  # fmt: skip
     paths = list_images(folder)
     train, held = split(paths, options.val_images or default_val_images(len(paths)))
-    run = {
+    r.identity = {
         "teacher": cap.model_id, "revision": cap.files.revision, "images": str(folder.resolve()),
         "student": options.student.to_dict(), "val": held,
     }  # fmt: skip
-
     # 1. The teacher's captions.
-    labels = TeacherLabels(
-        state_dir / "teacher.jsonl",
-        {"teacher": cap.model_id, "revision": cap.files.revision, **caption_options.to_dict()},
-    )
-    todo = labels.missing(paths)
-    if todo:
-        say(f"captioning {len(todo)} image(s) with the teacher ...")
-        bar = _bar(progress, len(todo), "teacher captions", "img")
-
-        def caption_batch(chunk: list[str]):
-            pixels = load_pixels(folder, chunk, cap.load)
-            good = [p for p in pixels if not isinstance(p, str)]
-            tokens = iter(cap.generate_tokens(np.stack(good), caption_options) if good else [])
-            out_ = []
-            for p in pixels:
-                if isinstance(p, str):
-                    out_.append(p)
-                else:
-                    t = next(tokens)[0]
-                    out_.append((t, len(t) < options.max_new_tokens))
-            return out_
-
-        labels.compute(paths, caption_batch, options.batch_size, bar.update if bar else None)
-        if bar:
-            bar.close()
+    labels = _teacher_labels(r, paths)
     train_ex = [labels.examples[p] for p in train if p in labels.examples]
     val_ex = [labels.examples[p] for p in held if p in labels.examples]
     if not train_ex or not val_ex:
@@ -169,20 +177,68 @@ def distill(
             f"no usable images left to train on or to validate with in {folder} "
             f"({len(labels.failed)} could not be read)"
         )
+    # 2. The student: resumed, or initialized from the teacher, then trained.
+    t = _start_student(r)
+    _train(r, t, train_ex, val_ex)
+    # 3. The student as a normal Hugging Face checkpoint.
+    write_checkpoint(t.student, t.raw_config, cap.files.path, out)
+    report = DistillReport(
+        out_dir=str(out), teacher=cap.model_id, student=options.student.to_dict(),
+        train_images=len(train_ex), val_images=len(val_ex), skipped_images=dict(labels.failed),
+        steps=t.step, teacher_parameters=_count(r.teacher),
+        student_parameters=_count(t.student), history=t.history,
+    )  # fmt: skip
+    (out / "distill.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
 
-    # 2. The student: resumed, or initialized from the teacher.
+
+def _teacher_labels(r: _Run, paths: list[str]) -> TeacherLabels:
+    """The teacher's caption of every image, computed for those not captioned yet."""
+    cap, options = r.cap, r.options
+    labels = TeacherLabels(
+        r.state_dir / "teacher.jsonl",
+        {"teacher": cap.model_id, "revision": cap.files.revision, **r.caption_options.to_dict()},
+    )
+    todo = labels.missing(paths)
+    if not todo:
+        return labels
+    r.say(f"captioning {len(todo)} image(s) with the teacher ...")
+    bar = _bar(r.progress, len(todo), "teacher captions", "img")
+
+    def caption_batch(chunk: list[str]):
+        pixels = load_pixels(r.folder, chunk, cap.load)
+        good = [p for p in pixels if not isinstance(p, str)]
+        tokens = iter(cap.generate_tokens(np.stack(good), r.caption_options) if good else [])
+        out_ = []
+        for p in pixels:
+            if isinstance(p, str):
+                out_.append(p)
+            else:
+                t = next(tokens)[0]
+                out_.append((t, len(t) < options.max_new_tokens))
+        return out_
+
+    labels.compute(paths, caption_batch, options.batch_size, bar.update if bar else None)
+    if bar:
+        bar.close()
+    return labels
+
+
+def _start_student(r: _Run) -> _Training:
+    """The student and its optimizer: resumed from the saved state, or initialized from the teacher."""
+    cap, options = r.cap, r.options
     teacher_raw = json.loads((cap.files.path / "config.json").read_text())
     raw = student_config(teacher_raw, cap.config, options.student)
     raw["blipcap_distilled_from"] = {"model": cap.model_id, "revision": cap.files.revision}
     config = BlipConfig.from_dict(raw, "student config")
-    saved = _load_state(state_dir / "state.pt", run)
+    saved = _load_state(r.state_dir / "state.pt", r.identity)
     if saved is None:
-        student = init_student(teacher_model, config, options.student)
+        student = init_student(r.teacher, config, options.student)
     else:
         student = tie_weights(BlipCaptioningModel(config))
         student.load_state_dict(saved["student"], strict=True)
         tie_weights(student)
-    student = student.to(device).train()
+    student = student.to(r.device).train()
     decay = [p for n, p in student.named_parameters() if p.ndim >= 2]
     rest = [p for n, p in student.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -192,74 +248,70 @@ def distill(
         ],
         lr=options.lr,
     )
-    step, history = 0, []
+    t = _Training(student, raw, optimizer)
     if saved is not None:
         optimizer.load_state_dict(saved["optimizer"])
-        step, history = saved["step"], saved["history"]
-        say(f"resuming from step {step} ({state_dir / 'state.pt'})")
+        t.step, t.history = saved["step"], saved["history"]
+        r.say(f"resuming from step {t.step} ({r.state_dir / 'state.pt'})")
+    return t
 
+
+def _validate(r: _Run, t: _Training, val_ex: list[Example], epoch: int) -> None:
+    """Compare the student with the teacher on the held-back images; log and keep the result."""
+    text = r.cap.config.text
+    special = SpecialTokens(eos=text.sep_token_id, pad=text.pad_token_id)
+    t.student.eval()
+    metrics = agreement(
+        t.student, r.teacher, val_ex, r.folder, r.cap.load, r.caption_options, special,
+        text.bos_token_id, r.options.batch_size, r.device,
+    )  # fmt: skip
+    t.student.train()
+    t.history.append({"epoch": epoch, "step": t.step, **metrics})
+    r.say(
+        f"epoch {epoch}: exact caption match {metrics['exact_match']:.1%}, token agreement "
+        f"{metrics['token_agreement']:.1%} on {metrics['images']} held-back images"
+    )
+
+
+def _save(r: _Run, t: _Training) -> None:
+    _save_state(r.state_dir / "state.pt", t.student, t.optimizer, t.step, t.history, r.identity)
+
+
+def _train(r: _Run, t: _Training, train_ex: list[Example], val_ex: list[Example]) -> None:
+    """Train up to the last step (validated before the first step and after each epoch)."""
+    options = r.options
     steps_per_epoch = math.ceil(len(train_ex) / options.batch_size)
     total = steps_per_epoch * options.epochs
-    load = cap.load
-
-    def validate(epoch: int) -> None:
-        student.eval()
-        metrics = agreement(
-            student, teacher_model, val_ex, folder, load, caption_options, special,
-            cap.config.text.bos_token_id, options.batch_size, device,
-        )  # fmt: skip
-        student.train()
-        entry = {"epoch": epoch, "step": step, **metrics}
-        history.append(entry)
-        say(
-            f"epoch {epoch}: exact caption match {metrics['exact_match']:.1%}, token agreement "
-            f"{metrics['token_agreement']:.1%} on {metrics['images']} held-back images"
-        )
-
-    def save() -> None:
-        _save_state(state_dir / "state.pt", student, optimizer, step, history, run)
-
-    if not history:
-        validate(0)
-        save()
-    bar = _bar(progress, total, "distilling", "step", initial=min(step, total))
-    bos, pad = cap.config.text.bos_token_id, cap.config.text.pad_token_id
-    sep = cap.config.text.sep_token_id
-    autocast = device.startswith("cuda")
+    if not t.history:
+        _validate(r, t, val_ex, 0)
+        _save(r, t)
+    bar = _bar(r.progress, total, "distilling", "step", initial=min(t.step, total))
+    text = r.cap.config.text
+    ids = (text.bos_token_id, text.sep_token_id, text.pad_token_id)
+    autocast = r.device.startswith("cuda")
     try:
-        while step < total:
-            epoch, offset = divmod(step, steps_per_epoch)
+        while t.step < total:
+            epoch, offset = divmod(t.step, steps_per_epoch)
             order = torch.randperm(
                 len(train_ex), generator=torch.Generator().manual_seed(options.seed + epoch)
             )
             chunks = list(batches([train_ex[i] for i in order.tolist()], options.batch_size))
             for chunk in chunks[offset:]:
                 loss = _train_step(
-                    student, teacher_model, optimizer, chunk, folder, load, options,
-                    (bos, sep, pad), device, autocast, _lr(step, total, options),
+                    t.student, r.teacher, t.optimizer, chunk, r.folder, r.cap.load, options,
+                    ids, r.device, autocast, _lr(t.step, total, options),
                 )  # fmt: skip
-                step += 1
+                t.step += 1
                 if bar:
                     bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
                     bar.update(1)
-                if options.save_every and step % options.save_every == 0:
-                    save()
-            validate(epoch + 1)
-            save()
+                if options.save_every and t.step % options.save_every == 0:
+                    _save(r, t)
+            _validate(r, t, val_ex, epoch + 1)
+            _save(r, t)
     finally:
         if bar:
             bar.close()
-
-    # 3. The student as a normal Hugging Face checkpoint.
-    write_checkpoint(student, raw, cap.files.path, out)
-    report = DistillReport(
-        out_dir=str(out), teacher=cap.model_id, student=options.student.to_dict(),
-        train_images=len(train_ex), val_images=len(val_ex), skipped_images=dict(labels.failed),
-        steps=step, teacher_parameters=_count(teacher_model), student_parameters=_count(student),
-        history=history,
-    )  # fmt: skip
-    (out / "distill.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    return report
 
 
 def _train_step(

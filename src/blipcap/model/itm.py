@@ -29,6 +29,7 @@ from torch import nn
 
 from ..errors import ModelLoadError
 from .config import BlipConfig, TextConfig
+from .processing import load_tokenizer_json
 from .text import DecoderLayer, TextEmbeddings
 from .vision import VisionModel
 from .weights import check_against_config, no_weight_init, read_state_dict, weight_files
@@ -185,17 +186,8 @@ class ItmTokenizer:
     """
 
     def __init__(self, directory: Path, max_len: int, pad_token_id: int):
-        from tokenizers import Tokenizer as HFTokenizer
-
+        self._tok = load_tokenizer_json(directory)
         path = directory / "tokenizer.json"
-        if not path.exists():
-            raise ModelLoadError(f"tokenizer.json is missing from {directory}")
-        try:
-            self._tok = HFTokenizer.from_file(str(path))
-        except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(f"cannot read {path}: {exc}") from exc
-        self._tok.no_padding()
-        self._tok.no_truncation()
         ids = {t: self._tok.token_to_id(t) for t in ("[CLS]", "[SEP]")}
         if None in ids.values():
             raise ModelLoadError(

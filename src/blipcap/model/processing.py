@@ -132,22 +132,28 @@ _CLEANUPS = [
 ]  # fmt: skip
 
 
+def load_tokenizer_json(directory: Path):
+    """``directory``/tokenizer.json as a ``tokenizers.Tokenizer``, without padding or truncation."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    path = directory / "tokenizer.json"
+    if not path.exists():
+        raise ModelLoadError(f"tokenizer.json is missing from {directory}")
+    try:
+        tok = HFTokenizer.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+    # Some tokenizer.json files carry fixed padding/truncation for other tasks.
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
 class Tokenizer:
     """BLIP's BERT WordPiece tokenizer via the ``tokenizers`` library."""
 
     def __init__(self, directory: Path, bos_token_id: int, sep_token_id: int, pad_token_id: int):
-        from tokenizers import Tokenizer as HFTokenizer
-
-        path = directory / "tokenizer.json"
-        if not path.exists():
-            raise ModelLoadError(f"tokenizer.json is missing from {directory}")
-        try:
-            self._tok = HFTokenizer.from_file(str(path))
-        except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(f"cannot read {path}: {exc}") from exc
-        # Some tokenizer.json files carry fixed padding/truncation for other tasks.
-        self._tok.no_padding()
-        self._tok.no_truncation()
+        self._tok = load_tokenizer_json(directory)
         self.bos_token_id = bos_token_id
         self.eos_token_id = sep_token_id  # BLIP ends captions with [SEP]
         self.pad_token_id = pad_token_id
