@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from blipcap.options import resolve_options
+
 pytest.importorskip("fastapi")
 
 from blipcap.captioner import Captioner  # noqa: E402
@@ -34,9 +36,11 @@ def indexed(tmp_path_factory, captioner):
         Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(root / name)
     db = root / "index.db"
     with open_store(db) as store:
-        Indexer(store, captioner, options=IndexOptions(caption_kwargs={"max_new_tokens": 4})).run(
-            [root]
-        )
+        Indexer(
+            store,
+            captioner,
+            options=IndexOptions(caption_options=resolve_options(max_new_tokens=4)),
+        ).run([root])
     return root, db
 
 

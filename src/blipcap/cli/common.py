@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,9 @@ from ..errors import (
     ModelNotFoundError,
     OutOfMemoryError,
 )
+
+if TYPE_CHECKING:
+    from ..options import CaptionOptions
 
 DEFAULT_MODEL = "Salesforce/blip-image-captioning-large"
 
@@ -190,10 +193,13 @@ def pop_decoding_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     return overrides
 
 
-def pop_caption_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The decoding flags given on the command line (preset included), removed from ``kwargs``:
-    keyword arguments for ``Captioner.caption``."""
-    return {k: v for k, v in pop_decoding_options(kwargs).items() if v is not None}
+def pop_caption_options(kwargs: dict[str, Any]) -> CaptionOptions:
+    """The decoding flags given on the command line (preset included), removed from ``kwargs``,
+    as the :class:`~blipcap.options.CaptionOptions` they stand for."""
+    from ..options import resolve_options
+
+    given = {k: v for k, v in pop_decoding_options(kwargs).items() if v is not None}
+    return resolve_options(None, given.pop("preset", None), **given)
 
 
 def open_captioner(

@@ -14,7 +14,7 @@ from .common import (
     json_option,
     model_options,
     open_captioner,
-    pop_caption_kwargs,
+    pop_caption_options,
     progress_option,
     show_progress,
     warn,
@@ -130,7 +130,7 @@ def document(
     if as_json:
         fmt = "json"
     page_list = parse_pages(pages)
-    overrides = pop_caption_kwargs(flags)
+    caption_options = pop_caption_options(flags)
     captioner = None
     if not no_caption:
         captioner = open_captioner(model, backend, device, dtype, meaningless="its captions")
@@ -151,7 +151,7 @@ def document(
                 lang=lang,
                 dpi=dpi,
                 pages=page_list,
-                caption_kwargs=overrides,
+                caption_options=caption_options,
                 on_page=bar.update if bar is not None else None,
             )
         except BlipcapError as exc:

@@ -16,7 +16,7 @@ from .common import (
     model_options,
     number_option,
     open_captioner,
-    pop_caption_kwargs,
+    pop_caption_options,
     progress_option,
     show_progress,
     warn,
@@ -145,7 +145,7 @@ def index(
     from ..index import Indexer, IndexOptions, open_store
 
     _check_db_folder(db)
-    caption_kwargs = pop_caption_kwargs(flags)
+    caption_options = pop_caption_options(flags)
     options = IndexOptions(
         batch_size=batch_size,
         ocr_engine=_ocr_engine(ocr),
@@ -153,7 +153,7 @@ def index(
         write_xmp=write_xmp,
         recaption=recaption,
         include_hidden=include_hidden,
-        caption_kwargs=caption_kwargs,
+        caption_options=caption_options,
     )
     captioner = _LazyCaptioner(
         lambda: open_captioner(model, backend, device, dtype, meaningless="its captions")

@@ -12,6 +12,7 @@ from typing import Any
 from PIL import Image
 
 from ..errors import InputError
+from ..options import CaptionOptions
 from ..records import as_record
 from .fusion import fuse_description
 from .lines import OcrResult
@@ -114,7 +115,7 @@ def read_document(
     lang: str = "eng",
     dpi: int = DEFAULT_DPI,
     pages: Iterable[int] | None = None,
-    caption_kwargs: dict[str, Any] | None = None,
+    caption_options: CaptionOptions | None = None,
     on_page: Any = None,
 ) -> Document:
     """OCR (and, given a ``captioner``, caption) every page of a PDF or an image file.
@@ -137,7 +138,7 @@ def read_document(
             ocr = ocr_image(image, engine, lang=lang)
             caption = None
             if captioner is not None:
-                result = captioner.caption([image], **(caption_kwargs or {}))[0]
+                result = captioner.caption([image], options=caption_options)[0]
                 if result.error is not None:
                     raise InputError(result.error.message)
                 caption = result.caption

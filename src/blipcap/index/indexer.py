@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import BlipcapError, InputError
 from ..images import DEFAULT_LIMITS, load_image, open_regular_file
+from ..options import CaptionOptions
 from . import media, xmp
 from .store import ImageRecord, PathRecord, Store, WriteBatch
 
@@ -38,8 +39,8 @@ class IndexOptions:
     include_hidden: bool = False
     max_bytes: int = DEFAULT_LIMITS.max_bytes
     thumbnail_px: int = media.THUMBNAIL_PX
-    caption_kwargs: dict[str, Any] = field(default_factory=dict)
-    """preset / options / decoding overrides passed to Captioner.caption."""
+    caption_options: CaptionOptions | None = None
+    """How images are captioned (None: the default preset)."""
 
 
 @dataclass
@@ -224,7 +225,7 @@ class Indexer:
             results = self.captioner.caption(
                 [image for _, image, _, _ in ready],
                 batch_size=len(ready),
-                **self.options.caption_kwargs,
+                options=self.options.caption_options,
             )
             self.summary.captioned += len(ready)
         else:
