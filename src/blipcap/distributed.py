@@ -37,6 +37,7 @@ from ._optional import require
 from .engine import split_good
 from .errors import InputError, OptionsError
 from .inputs import IMAGE_EXTENSIONS, expand_inputs, read_source
+from .options import settings_key
 from .results import Caption
 
 REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "abfss://")
@@ -160,12 +161,6 @@ def _has_image_ext(name: str) -> bool:
 
 
 # -- what is already done ------------------------------------------------------------------
-
-
-def settings_key(model_id: str, revision: str | None, options: dict[str, Any]) -> str:
-    """What must match for an earlier row to count as done: model, revision and options."""
-    blob = json.dumps({"model": model_id, "revision": revision, "options": options}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def done_hashes(output: str, settings: str) -> set[str]:

@@ -171,3 +171,20 @@ PRESETS: dict[str, CaptionOptions] = {
         guard=False,  # the paper's protocol, token for token
     ),
 }
+
+
+def settings_key(
+    model_id: str, revision: str | None, options: CaptionOptions | dict[str, Any]
+) -> str:
+    """What a result cached by content hash must match to be reused: model, revision, options.
+
+    The one key of every such cache (the Ray job's resume, the alt-text caption
+    cache): 16 hex digits of a SHA-256 over the three, options as a dict with
+    sorted keys.
+    """
+    import hashlib
+    import json
+
+    values = options.to_dict() if isinstance(options, CaptionOptions) else options
+    blob = json.dumps({"model": model_id, "revision": revision, "options": values}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -54,3 +54,17 @@ def test_unknown_preset():
 def test_no_room_after_prompt():
     with pytest.raises(OptionsError, match="leaves no room"):
         CaptionOptions(max_new_tokens=None, max_length=3).token_limits(prompt_len=5)
+
+
+def test_one_settings_key_for_every_content_hash_cache():
+    """The Ray job's resume and the alt-text caption cache key results the same way."""
+    from blipcap.options import CaptionOptions, resolve_options, settings_key
+
+    coco = resolve_options(preset="coco")
+    key = settings_key("m", "r", coco)
+    assert key == settings_key("m", "r", coco.to_dict()) and len(key) == 16
+    assert key != settings_key("m", "r2", coco) != settings_key("m2", "r", coco)
+    assert key != settings_key("m", "r", resolve_options())
+    assert settings_key("m", None, CaptionOptions()) == settings_key(
+        "m", None, {**CaptionOptions().to_dict()}
+    )

@@ -199,11 +199,11 @@ class BlipCaptions:
         """Model id, revision and caption options: what a cached caption must match."""
         if self._key is None:
             from ..hub import resolve_model
-            from ..options import resolve_options
+            from ..options import resolve_options, settings_key
 
             files = resolve_model(self.model)
             opts = resolve_options(preset=self.preset, **self.overrides)
-            self._key = f"{files.model_id}@{files.revision}|{_stable(opts.to_dict())}"
+            self._key = settings_key(files.model_id, files.revision, opts)
         return self._key
 
     @property
@@ -239,12 +239,6 @@ class BlipCaptions:
             provenance,
             bool(cap.random_weights),
         )
-
-
-def _stable(d: dict) -> str:
-    import json
-
-    return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
 def _provenance_dict(prov) -> dict:
