@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .options import CaptionOptions
 
 _NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -199,3 +202,32 @@ class Caption:
 
 def _confidence_dict(confidence: Confidence | None) -> dict[str, Any] | None:
     return confidence.to_dict() if confidence is not None else None
+
+
+class CaptionModel(Protocol):
+    """What the tools built on captions (index, documents, social, evaluation, alt text) need
+    from a captioner: :class:`~blipcap.Captioner` is one, ``tests/fakes.py`` has another.
+
+    Options travel as one :class:`~blipcap.options.CaptionOptions` (``options=``), never as
+    loose keyword dicts.
+    """
+
+    random_weights: bool
+
+    def caption(
+        self,
+        images: Iterable[Any],
+        preset: str | None = None,
+        options: CaptionOptions | None = None,
+        batch_size: int | str = "auto",
+        progress: bool = False,
+    ) -> list[Caption]: ...
+
+    def caption_iter(
+        self,
+        images: Iterable[Any],
+        preset: str | None = None,
+        options: CaptionOptions | None = None,
+        batch_size: int | str = "auto",
+        progress: bool = False,
+    ) -> Iterator[Caption]: ...

@@ -41,7 +41,7 @@ import regex
 from .errors import OptionsError
 from .options import CaptionOptions, resolve_options
 from .records import as_record
-from .results import Caption, ItemError, Provenance
+from .results import Caption, CaptionModel, ItemError, Provenance
 from .text import to_alt_text
 
 DEFAULT_ATTRIBUTION = "Machine-generated description."
@@ -462,7 +462,7 @@ def compose(
 
 
 def describe(
-    captioner: Any,
+    captioner: CaptionModel,
     images: Iterable[Any],
     platforms: Sequence[str],
     options: SocialOptions | None = None,

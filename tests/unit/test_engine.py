@@ -181,3 +181,18 @@ def test_no_private_names_are_imported_from_other_modules(name):
 
 def test_batching_does_not_import_the_exporter():
     assert not [m for m, _ in imports_of(SRC / "batching.py") if m.startswith("blipcap.export")]
+
+
+def test_captioners_take_the_caption_model_contract():
+    """Captioner and the tests' fake take what index, documents, social and evaluation call."""
+    import inspect
+
+    from blipcap.captioner import Captioner
+    from blipcap.results import CaptionModel
+    from tests.fakes import FakeCaptioner
+
+    for method in ("caption", "caption_iter"):
+        want = list(inspect.signature(getattr(CaptionModel, method)).parameters)
+        assert list(inspect.signature(getattr(Captioner, method)).parameters)[: len(want)] == want
+    want = list(inspect.signature(CaptionModel.caption_iter).parameters)
+    assert list(inspect.signature(FakeCaptioner.caption_iter).parameters)[: len(want)] == want

@@ -14,6 +14,7 @@ from PIL import Image
 from ..errors import InputError
 from ..options import CaptionOptions
 from ..records import as_record
+from ..results import CaptionModel
 from .fusion import fuse_description
 from .lines import OcrResult
 from .ocr import ocr_image
@@ -110,7 +111,7 @@ def _md_escape(text: str) -> str:
 def read_document(
     source: str | os.PathLike[str],
     *,
-    captioner: Any = None,
+    captioner: CaptionModel | None = None,
     engine: str = "rapidocr",
     lang: str = "eng",
     dpi: int = DEFAULT_DPI,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..options import CaptionOptions
+from ..results import CaptionModel
 from .formats import Annotations, ImageId
 from .metrics import MetricsResult, Scorer
 
@@ -28,7 +29,7 @@ class CaptionedSet:
 
 
 def caption_set(
-    captioner: Any,
+    captioner: CaptionModel,
     annotations: Annotations,
     paths: Mapping[ImageId, Path],
     options: CaptionOptions,

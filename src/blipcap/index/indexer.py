@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import BlipcapError, InputError
 from ..images import DEFAULT_LIMITS, load_image, open_regular_file
 from ..options import CaptionOptions
+from ..results import CaptionModel
 from . import media, xmp
 from .store import ImageRecord, PathRecord, Store, WriteBatch
 
@@ -77,7 +78,7 @@ class Indexer:
     def __init__(
         self,
         store: Store,
-        captioner: Any,
+        captioner: CaptionModel,
         embedder: Any = None,
         options: IndexOptions | None = None,
         *,
