@@ -214,20 +214,11 @@ class CaptionModel(Protocol):
 
     random_weights: bool
 
-    def caption(
-        self,
-        images: Iterable[Any],
-        preset: str | None = None,
-        options: CaptionOptions | None = None,
-        batch_size: int | str = "auto",
-        progress: bool = False,
-    ) -> list[Caption]: ...
-
     def caption_iter(
-        self,
-        images: Iterable[Any],
-        preset: str | None = None,
-        options: CaptionOptions | None = None,
-        batch_size: int | str = "auto",
-        progress: bool = False,
-    ) -> Iterator[Caption]: ...
+        self, images: Iterable[Any], preset: str | None = None, options: CaptionOptions | None = None,
+        batch_size: int | str = "auto", progress: bool = False,
+    ) -> Iterator[Caption]: ...  # fmt: skip
+
+    def caption(self, images: Iterable[Any], *args: Any, **kwargs: Any) -> list[Caption]:
+        """``list(caption_iter(...))``, with the same parameters."""
+        ...
