@@ -89,6 +89,10 @@ class Decoded(list):
         self.ended = ended
         self.guard = guard
 
+    def with_guard(self, report: Any) -> Decoded:
+        """The same tokens and log-probabilities, marked with the guard's ``report``."""
+        return Decoded(self, self.logprobs, self.ended, guard=report)
+
 
 Check = Callable[[list[int]], tuple[str, ...]]
 """What is wrong with one caption's tokens (e.g. ``("repeat",)``); empty when nothing is."""

@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .decoding import Check, Decoded
 from .options import CaptionOptions
 from .results import GuardReport
 from .text import ARTIFACT
+
+if TYPE_CHECKING:
+    from .decoding import Check, Decoded
 
 REPEAT, ARTIFACT_PROBLEM, BOILERPLATE = "repeat", "artifact", "boilerplate"
 NO_REPEAT_NGRAM = 2
@@ -115,7 +118,7 @@ def fallbacks(options: CaptionOptions) -> list[tuple[str, CaptionOptions]]:
     return out
 
 
-Redecode = Callable[[list[int], CaptionOptions], list[list[Decoded]]]
+Redecode = Callable[[list[int], CaptionOptions], "list[list[Decoded]]"]
 """Decode the images at these indices (of the batch) again with these options."""
 
 
@@ -154,7 +157,7 @@ def guard_batch(
     for i in affected:
         remaining, action, per_image = best[i]
         report = GuardReport(detected=problems[i], action=action, resolved=remaining == 0)
-        out[i] = [Decoded(d, d.logprobs, d.ended, guard=report) for d in per_image]
+        out[i] = [d.with_guard(report) for d in per_image]
     return out
 
 

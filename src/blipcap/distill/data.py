@@ -151,3 +151,20 @@ def load_pixels(
 def batches(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def sequences(examples: list[Example], bos: int, sep: int, pad: int, device):
+    """Teacher forcing: inputs [DEC] + tokens, targets tokens + [SEP] (when the teacher ended there)."""
+    import torch
+
+    seqs = [[bos, *e.tokens] + ([sep] if e.finished else []) for e in examples]
+    width = max(len(s) for s in seqs) - 1
+    inputs = torch.full((len(seqs), width), pad, dtype=torch.long)
+    targets = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        n = len(s) - 1
+        inputs[i, :n] = torch.tensor(s[:-1])
+        targets[i, :n] = torch.tensor(s[1:])
+        mask[i, :n] = True
+    return inputs.to(device), targets.to(device), mask.to(device)

@@ -38,6 +38,7 @@ from .data import (
     default_val_images,
     list_images,
     load_pixels,
+    sequences,
     split,
 )
 from .student import StudentShape, init_student, student_config
@@ -342,21 +343,6 @@ def _train_step(
     torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
     optimizer.step()
     return loss.detach().item()
-
-
-def sequences(examples: list[Example], bos: int, sep: int, pad: int, device):
-    """Teacher forcing: inputs [DEC] + tokens, targets tokens + [SEP] (when the teacher ended there)."""
-    seqs = [[bos, *e.tokens] + ([sep] if e.finished else []) for e in examples]
-    width = max(len(s) for s in seqs) - 1
-    inputs = torch.full((len(seqs), width), pad, dtype=torch.long)
-    targets = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.bool)
-    for i, s in enumerate(seqs):
-        n = len(s) - 1
-        inputs[i, :n] = torch.tensor(s[:-1])
-        targets[i, :n] = torch.tensor(s[1:])
-        mask[i, :n] = True
-    return inputs.to(device), targets.to(device), mask.to(device)
 
 
 def _lr(step: int, total: int, o: DistillOptions) -> float:

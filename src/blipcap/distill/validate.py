@@ -16,7 +16,7 @@ import torch
 from ..arrays import TorchOps
 from ..decoding import SpecialTokens, generate
 from ..options import CaptionOptions
-from .data import Example, batches, load_pixels
+from .data import Example, batches, load_pixels, sequences
 
 
 class _Session:
@@ -55,7 +55,6 @@ def agreement(
     student, teacher, examples: list[Example], folder: Path, load, options: CaptionOptions,
     special: SpecialTokens, bos: int, batch_size: int, device: str,
 ) -> dict:  # fmt: skip
-    from .train import sequences
 
     backend = LeanBackend(student, device)
     matches = agree = positions = images = 0

@@ -21,7 +21,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import functools
 import json
 import re
 import time
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -50,7 +49,7 @@ from ..errors import (
 from ..images import CancelToken, ImageLimits, load_image
 from ..options import CaptionOptions, resolve_options
 from .config import ServerConfig
-from .schemas import OptionsIn
+from .schemas import OptionsIn, form_model
 
 
 class RequestError(BlipcapError):
@@ -190,23 +189,6 @@ def _parse_json(body: bytes, config: ServerConfig, json_model: type[BaseModel]) 
         else:
             inputs.append(RawInput(_clean_name(ref.name), data=_b64(ref.base64 or "")))
     return ParsedRequest(inputs, parsed.model_dump(exclude={"images"}, exclude_none=True))
-
-
-@functools.cache
-def form_model(json_model: type[BaseModel]) -> type[BaseModel]:
-    """``json_model`` without ``images`` (a multipart body sends those as ``files`` parts).
-
-    Fields, constraints and ``extra="forbid"`` are the JSON model's own;
-    form strings are converted by pydantic's lax mode ("3" to 3, "true" to True).
-    """
-    fields = {
-        name: (info.annotation, info)
-        for name, info in json_model.model_fields.items()
-        if name != "images"
-    }
-    return create_model(  # type: ignore[call-overload]
-        json_model.__name__ + "Form", __config__=ConfigDict(extra="forbid"), **fields
-    )
 
 
 def _list_fields(model: type[BaseModel]) -> set[str]:

@@ -11,6 +11,7 @@ model; :func:`install_openapi` documents both media types on each route.
 
 from __future__ import annotations
 
+import functools
 import typing
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -249,7 +250,6 @@ def multipart_schema(model: type[BaseModel]) -> dict[str, Any]:
     validates a multipart body), with their constraints; a field that holds an
     object (``options``) is a text field with the object as JSON.
     """
-    from .inputs import form_model
 
     images = model.model_json_schema()["properties"]["images"]
     files: dict[str, Any] = {"type": "array", "items": {"type": "string", "format": "binary"}}
@@ -332,3 +332,20 @@ def install_openapi(app: Any, bodies: dict[str, type[BaseModel]]) -> None:
         return schema
 
     app.openapi = openapi
+
+
+@functools.cache
+def form_model(json_model: type[BaseModel]) -> type[BaseModel]:
+    """``json_model`` without ``images`` (a multipart body sends those as ``files`` parts).
+
+    Fields, constraints and ``extra="forbid"`` are the JSON model's own;
+    form strings are converted by pydantic's lax mode ("3" to 3, "true" to True).
+    """
+    fields = {
+        name: (info.annotation, info)
+        for name, info in json_model.model_fields.items()
+        if name != "images"
+    }
+    return create_model(  # type: ignore[call-overload]
+        json_model.__name__ + "Form", __config__=ConfigDict(extra="forbid"), **fields
+    )
