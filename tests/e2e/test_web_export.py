@@ -4,7 +4,10 @@ Random checkpoints of two shapes are exported to ONNX and then to a web
 bundle; the bundle's page runs in headless Chromium, served cross-origin
 isolated (WASM threads). Its tokens must equal the Python ONNX backend's
 (greedy, beam 3, and the coco preset with its prompt), its preprocessing
-Pillow's within 1/255, and its detokenizing blipcap's Tokenizer.
+Pillow's within 1/255, and its detokenizing blipcap's Tokenizer. The WebGPU
+path runs too, on Chromium's software WebGPU adapter (SwiftShader): the same
+JavaScript on onnxruntime-web's WebGPU execution provider, its tokens equal the
+Python backend's.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ CHROMIUM = os.environ.get("BLIPCAP_CHROMIUM", "/usr/bin/chromium")
 ORT_DIST = Path(__file__).parent / "node_modules" / "onnxruntime-web" / "dist"
 BLIPCAP = shutil.which("blipcap", path=str(Path(sys.executable).parent))
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+# WebGPU without a GPU: Chromium's SwiftShader adapter (software Vulkan), for testing.
+WEBGPU_ARGS = ["--no-sandbox", "--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader",
+               "--enable-unsafe-swiftshader", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -80,7 +87,7 @@ def browser():
 class Bundle:
     """An ONNX export, its web bundle served cross-origin isolated, and the page loaded."""
 
-    def __init__(self, onnx_dir: Path, bundle: Path, browser):
+    def __init__(self, onnx_dir: Path, bundle: Path, browser, query: str = ""):
         from blipcap import Captioner
         from blipcap.web.serving import serve_directory
 
@@ -88,7 +95,7 @@ class Bundle:
         self.captioner = Captioner(onnx_dir, backend="onnx", device="cpu")
         self.server, self.url = serve_directory(bundle)
         self.page = browser.new_page()
-        self.page.goto(self.url + "index.html")
+        self.page.goto(self.url + "index.html" + query)
         self.page.wait_for_function("window.blipcap || window.blipcapError", timeout=120_000)
         error = self.page.evaluate("window.blipcapError")
         assert error is None, error
@@ -124,19 +131,20 @@ class Bundle:
         )
 
 
-def make_bundle(tmp_path_factory, browser, shape: str, seed: int) -> Bundle:
+def make_bundle(tmp_path_factory, browser, shape: str, seed: int, webgpu: bool = False) -> Bundle:
     from blipcap.export import export_onnx
 
     root = tmp_path_factory.mktemp(f"web-{shape}")
     onnx_dir = root / "onnx"
     export_onnx(checkpoint(shape, seed=seed), onnx_dir, verify_images=1, quiet=True)
     p = cli("export", "web", "--model", str(onnx_dir), "--out", str(root / "web"),
-            "--ort-dist", str(ORT_DIST), "--no-webgpu", "--json")  # fmt: skip
+            "--ort-dist", str(ORT_DIST), "--json", *([] if webgpu else ["--no-webgpu"]))  # fmt: skip
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)
     assert report["random_weights"] is True
     assert "ort/ort-wasm-simd-threaded.wasm" in report["files"]
-    return Bundle(onnx_dir, root / "web", browser)
+    assert ("ort/ort.webgpu.min.mjs" in report["files"]) is webgpu
+    return Bundle(onnx_dir, root / "web", browser, "?backend=webgpu" if webgpu else "")
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +222,32 @@ def test_tokens_equal_the_python_onnx_backend(shape, preset, overrides, request)
         assert got["caption"] == bundle.captioner.caption_text(want[0], opts)
         captions.add(got["caption"])
     assert len(captions) > 1  # the captions depend on the image
+
+
+@pytest.fixture(scope="module")
+def tiny_webgpu(tmp_path_factory):
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=WEBGPU_ARGS)
+        # The page asks for backend=webgpu: with no adapter it fails to load, saying so.
+        b = make_bundle(tmp_path_factory, browser, "tiny", 0, webgpu=True)
+        yield b
+        b.close()
+        browser.close()
+
+
+def test_webgpu_tokens_equal_the_python_onnx_backend(tiny_webgpu):
+    """The WebGPU execution provider (software adapter) decodes the same tokens."""
+    bundle = tiny_webgpu
+    assert bundle.js("window.blipcap.backend") == "webgpu"
+    picked = images()
+    for image, (preset, overrides) in [
+        (picked[0], ("default", {})),
+        (picked[-1], ("default", {"num_beams": 3})),
+        (picked[1], ("coco", {})),
+    ]:
+        got = bundle.browser_run(image, preset, **overrides)
+        assert got["backend"] == "onnxruntime-web/webgpu"
+        assert got["tokens"] == bundle.python_tokens(image, preset, **overrides)
 
 
 def test_detokenizing_and_prompts_equal_blipcap_tokenizer(tiny):
