@@ -48,13 +48,16 @@ def agreement(args: argparse.Namespace) -> dict:
     images = WORK / f"images-{args.images}-{args.image_size}"
     if not images.exists():
         make_images(images, args.images, size=args.image_size, seed=args.seed)
-    out = (
-        WORK / f"student-{args.shape}-v{args.vision_layers}-t{args.text_layers}-kl{args.kl_weight}"
+    out = WORK / (
+        f"student-{args.shape}-v{args.vision_layers}-t{args.text_layers}-kl{args.kl_weight}"
+        f"-lr{args.lr}-{args.augment}-n{args.images}"
+        f"{'-vocab' if args.train_vocabulary else ''}"
     )
     options = DistillOptions(
         student=StudentShape(args.vision_layers, args.text_layers),
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, kl_weight=args.kl_weight,
-        max_new_tokens=args.max_new_tokens, val_images=args.val_images, device="cpu",
+        max_new_tokens=args.max_new_tokens, val_images=args.val_images, augment=args.augment,
+        freeze_vocabulary=not args.train_vocabulary, device="cpu",
     )  # fmt: skip
     t = time.time()
     report = distill(str(teacher), images, out, options, progress=True)
@@ -116,11 +119,16 @@ def markdown(result: dict, info: dict) -> str:
         "",
     ]
     if result["part"] == "agreement":
+        o = result["options"]
         lines += [
             f"teacher: random `{result['shape']}` shape; student {result['student']}; "
             f"{result['train_images']} training / {result['val_images']} held-back images; "
             f"{result['steps']} steps in {result['seconds']:.0f} s; parameters "
             f"{result['student_parameters'] / 1e6:.2f}M vs teacher {result['teacher_parameters'] / 1e6:.2f}M",
+            "",
+            f"settings: --lr {o['lr']}, --kl-weight {o['kl_weight']}, --augment {o['augment']}, "
+            f"vocabulary {'trained' if o['train_vocabulary'] else 'frozen'}, "
+            f"batch {o['batch_size']}, {o['max_new_tokens']}-token captions",
             "",
             "| epoch | step | exact caption match | token agreement |",
             "|---|---|---|---|",
@@ -167,6 +175,8 @@ def main() -> None:
     # cross-entropy asks the student for a confidence the teacher does not have,
     # so the demo weights the token-level KL (logit matching) higher than the CLI's 0.5.
     a.add_argument("--kl-weight", type=float, default=0.95)
+    a.add_argument("--augment", choices=["mixup", "none"], default="mixup")
+    a.add_argument("--train-vocabulary", action="store_true")
     s = sub.add_parser("speed")
     s.add_argument("--students", nargs="+", default=["12+6", "6+4"], help="vision+text layers")
     s.add_argument("--batch", type=int, default=1)

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from blipcap import Captioner
 from blipcap.cli import main
 from blipcap.distill import StudentShape, init_student, pick_layers, student_config
+from blipcap.distill.train import consistent_view
 from blipcap.model.config import BlipConfig
 from blipcap.model.weights import hf_state_dict, load_model, save_weights
 
@@ -108,6 +109,41 @@ def test_student_init_copies_the_teacher(tiny_checkpoint):
         qkv[:, :24, :24].reshape(72, 24),
     )
     assert student(pixels, ids).shape == (2, 6, config.text.vocab_size)
+
+
+def test_consistent_view_flips_and_mixes_within_the_batch():
+    # Four flat images 0, 1, 2, 3 and a ramp: a view is flipped or not, then mixed
+    # with another image of the batch by a weight in [0, 1].
+    flat = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 3, 2, 2)
+    views = consistent_view(flat, torch.Generator().manual_seed(0))
+    assert views.shape == flat.shape
+    assert torch.equal(views, consistent_view(flat, torch.Generator().manual_seed(0)))
+    assert not torch.equal(views, consistent_view(flat, torch.Generator().manual_seed(1)))
+    for v in views:  # still flat, between the darkest and the brightest image
+        assert torch.all(v == v.flatten()[0]) and 0 <= v.flatten()[0] <= 3
+    assert not torch.equal(views, flat)  # mixed
+    ramp = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 3, 2, 4)
+    flips = {tuple(consistent_view(ramp, torch.Generator().manual_seed(s))[0, 0, 0].tolist())
+             for s in range(20)}  # fmt: skip
+    assert flips == {(0.0, 1.0, 2.0, 3.0), (3.0, 2.0, 1.0, 0.0)}  # one image: flipped or not
+
+
+def test_the_vocabulary_is_frozen_by_default(tiny_checkpoint, tmp_path):
+    """Word embeddings and the LM head (tied) keep the teacher's values; the layers train."""
+    images = tmp_path / "images"
+    make_images(images, 8, size=64, seed=1)
+    result = _distill(images, tmp_path / "s", "--model", str(tiny_checkpoint), "--epochs", "1",
+                      "--val-images", "2")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    _, _, teacher = _load(tiny_checkpoint)
+    _, _, student = _load(tmp_path / "s")
+    t, s = teacher.text_decoder, student.text_decoder
+    assert torch.equal(
+        s.bert.embeddings.word_embeddings.weight, t.bert.embeddings.word_embeddings.weight
+    )
+    assert torch.equal(s.cls.predictions.decoder.bias, t.cls.predictions.decoder.bias)
+    assert not torch.equal(s.cls.predictions.transform.dense.weight,
+                           t.cls.predictions.transform.dense.weight)  # fmt: skip
 
 
 def _distill(images: Path, out: Path, *extra: str):

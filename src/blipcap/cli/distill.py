@@ -44,6 +44,10 @@ the teacher's captions (cross-entropy) and its token distributions (KL at
 --temperature, weighted by --kl-weight). Before training and after each epoch
 it is compared with the teacher on held-back images: exact caption match and
 token agreement (teacher forcing: the student's next token is the teacher's).
+With --augment mixup (the default) each training step shows teacher and student
+the same random view of each image (flipped, mixed with another image) and
+matches the teacher's answer on that view: the student learns the teacher's
+function rather than its answers on a few images.
 
 OUT/distill-state/state.pt holds the student, the optimizer and the step, so
 running the same command again resumes (or, when done, just rewrites OUT).
@@ -95,6 +99,15 @@ could not be found or loaded.
 @number_option(
     "--beams", _COUNT, 1, "The teacher captions with beam search of this width (1: greedy)."
 )
+@click.option(
+    "--augment",
+    type=click.Choice(["mixup", "none"]),
+    default="mixup",
+    show_default=True,
+    help="mixup: teacher and student see the same random view of each image (flipped, mixed "
+    "with another) - the teacher's function is learnt, not its answers on these images; "
+    "none: the images as they are.",
+)
 @number_option(
     "--save-every",
     click.IntRange(min=0),
@@ -113,8 +126,8 @@ could not be found or loaded.
 @json_option("Print the report (validation history) as JSON on stdout.")
 @cli_errors
 def distill(images, model, out, vision_layers, text_layers, vision_width, epochs, batch_size, lr,
-            temperature, kl_weight, val_images, max_new_tokens, beams, save_every, seed, device,
-            dtype, as_json) -> None:  # fmt: skip
+            temperature, kl_weight, val_images, max_new_tokens, beams, augment, save_every, seed,
+            device, dtype, as_json) -> None:  # fmt: skip
     """Distill the model into a smaller, faster student using a folder of unlabeled images."""
     from ..distill import DistillOptions, StudentShape
     from ..distill import distill as run
@@ -123,7 +136,7 @@ def distill(images, model, out, vision_layers, text_layers, vision_width, epochs
         student=StudentShape(vision_layers, text_layers, vision_width), epochs=epochs,
         batch_size=batch_size, lr=lr, temperature=temperature, kl_weight=kl_weight,
         val_images=val_images, max_new_tokens=max_new_tokens, num_beams=beams,
-        save_every=save_every, seed=seed, device=device, dtype=dtype,
+        augment=augment, save_every=save_every, seed=seed, device=device, dtype=dtype,
     )  # fmt: skip
     report = run(model, images, out, options, progress=show_progress(), log=warn)
     if as_json:

@@ -6,7 +6,13 @@ forcing, averaged over caption positions:
     (1 - kl_weight) * cross-entropy(student, teacher's tokens)
         + kl_weight * T^2 * KL(teacher_T || student_T)
 
-where ``_T`` is softmax at temperature T. The run keeps its state in
+where ``_T`` is softmax at temperature T. With ``augment="mixup"`` (the
+default) teacher and student see the same random view of each image - flipped
+or not, mixed with another image of the batch - and the cross-entropy target is
+the teacher's own next token on that view: "consistent teaching" (Beyer et al.,
+"Knowledge distillation: A good teacher is patient and consistent", CVPR 2022),
+which lets a few thousand images teach the teacher's function instead of its
+answers on those images only. The run keeps its state in
 ``<out>/distill-state/`` (student, optimizer, step, validation history); running
 the same command again continues where it stopped.
 """
@@ -45,6 +51,7 @@ from .student import StudentShape, init_student, student_config
 from .validate import agreement
 
 STATE_DIR = "distill-state"
+AUGMENTATIONS = ("mixup", "none")
 # Files of a Hugging Face BLIP directory that the student shares with its teacher.
 _SHARED_FILES = (
     "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
@@ -70,6 +77,14 @@ class DistillOptions:
     max_new_tokens: int = 30
     num_beams: int = 1
     """How the teacher captions the images: 1 = greedy, more = beam search."""
+    freeze_vocabulary: bool = True
+    """Keep the teacher's word embeddings and output layer (tied, the vocabulary's share
+    of the parameters) as they are: the student then has to reproduce the teacher's
+    hidden states, which carries over to other images, instead of re-weighting the
+    tokens of the captions it is shown."""
+    augment: str = "mixup"
+    """``mixup``: teacher and student see the same random view (flip, mix with another
+    image); ``none``: the images as they are."""
     save_every: int = 0
     """Also save the state every this many steps (0: after each epoch only)."""
     seed: int = 0
@@ -83,6 +98,7 @@ class DistillOptions:
             "temperature": self.temperature > 0, "kl_weight": 0 <= self.kl_weight <= 1,
             "max_new_tokens": self.max_new_tokens >= 1, "num_beams": self.num_beams >= 1,
             "warmup": 0 <= self.warmup < 1, "save_every": self.save_every >= 0,
+            "augment": self.augment in AUGMENTATIONS,
         }  # fmt: skip
         for name, ok in checks.items():
             if not ok:
@@ -168,6 +184,7 @@ def distill(
     r.identity = {
         "teacher": cap.model_id, "revision": cap.files.revision, "images": str(folder.resolve()),
         "student": options.student.to_dict(), "val": held,
+        "freeze_vocabulary": options.freeze_vocabulary,
     }  # fmt: skip
     # 1. The teacher's captions.
     labels = _teacher_labels(r, paths)
@@ -240,8 +257,14 @@ def _start_student(r: _Run) -> _Training:
         student.load_state_dict(saved["student"], strict=True)
         tie_weights(student)
     student = student.to(r.device).train()
-    decay = [p for n, p in student.named_parameters() if p.ndim >= 2]
-    rest = [p for n, p in student.named_parameters() if p.ndim < 2]
+    if options.freeze_vocabulary:
+        text = student.text_decoder
+        for p in (*text.bert.embeddings.word_embeddings.parameters(),
+                  *text.cls.predictions.decoder.parameters()):  # fmt: skip
+            p.requires_grad_(False)
+    trained = [p for p in student.parameters() if p.requires_grad]
+    decay = [p for p in trained if p.ndim >= 2]
+    rest = [p for p in trained if p.ndim < 2]
     optimizer = torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": options.weight_decay},
@@ -301,6 +324,7 @@ def _train(r: _Run, t: _Training, train_ex: list[Example], val_ex: list[Example]
                 loss = _train_step(
                     t.student, r.teacher, t.optimizer, chunk, r.folder, r.cap.load, options,
                     ids, r.device, autocast, _lr(t.step, total, options),
+                    torch.Generator().manual_seed(options.seed * 1_000_003 + t.step),
                 )  # fmt: skip
                 t.step += 1
                 if bar:
@@ -316,12 +340,15 @@ def _train(r: _Run, t: _Training, train_ex: list[Example], val_ex: list[Example]
 
 
 def _train_step(
-    student, teacher, optimizer, chunk, folder, load, options, ids, device, autocast, lr
+    student, teacher, optimizer, chunk, folder, load, options, ids, device, autocast, lr, rng
 ):
     bos, sep, pad = ids
     pixels = load_pixels(folder, [e.path for e in chunk], load)
     keep = [i for i, p in enumerate(pixels) if not isinstance(p, str)]
-    pixel_values = torch.from_numpy(np.stack([pixels[i] for i in keep])).to(device)
+    pixel_values = torch.from_numpy(np.stack([pixels[i] for i in keep]))
+    if options.augment == "mixup":
+        pixel_values = consistent_view(pixel_values, rng)
+    pixel_values = pixel_values.to(device)
     inputs, targets, mask = sequences([chunk[i] for i in keep], bos, sep, pad, device)
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -331,7 +358,9 @@ def _train_step(
         s_logits = student(pixel_values, inputs)
     s_logits = s_logits.float()[mask]
     t_logits = t_logits[mask]
-    ce = F.cross_entropy(s_logits, targets[mask])
+    # On a view the teacher did not caption, its own choice is the target.
+    target = targets[mask] if options.augment == "none" else t_logits.argmax(-1)
+    ce = F.cross_entropy(s_logits, target)
     temp = options.temperature
     kl = F.kl_div(
         F.log_softmax(s_logits / temp, -1), F.log_softmax(t_logits / temp, -1),
@@ -343,6 +372,23 @@ def _train_step(
     torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
     optimizer.step()
     return loss.detach().item()
+
+
+def consistent_view(pixels: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """One random view per image, the same for teacher and student: flipped half the time,
+    then mixed with another image of the batch (weight uniform in [0, 1]).
+
+    The pixels are normalized; normalization is affine per channel, so mixing them
+    is mixing the images.
+    """
+    n = pixels.shape[0]
+    flip = (torch.rand(n, generator=rng) < 0.5).view(n, 1, 1, 1)
+    views = torch.where(flip, pixels.flip(-1), pixels)
+    if n < 2:
+        return views
+    partner = views[torch.randperm(n, generator=rng)]
+    weight = torch.rand(n, generator=rng).view(n, 1, 1, 1).to(views.dtype)
+    return weight * views + (1 - weight) * partner
 
 
 def _lr(step: int, total: int, o: DistillOptions) -> float:
