@@ -87,7 +87,7 @@ could not be found or loaded.
 @number_option(
     "--kl-weight",
     click.FloatRange(0, 1),
-    0.5,
+    0.95,
     "Weight of the KL term; the caption cross-entropy gets 1 - this.",
 )
 @number_option(
