@@ -18,7 +18,13 @@ exported with ``blipcap export onnx --quantize int8``, and measured in paired
 rounds against the teacher int8 and transformers fp32 with cpu.py's helpers.
 
     python benchmarks/distill.py agreement --images 400 --val-images 100 --epochs 6
-    python benchmarks/distill.py speed --rounds 3
+    python benchmarks/distill.py speed
+
+``table`` - agreement runs side by side (one row per run: settings, held-back
+agreement before training, after the first epoch, at the best and at the last
+epoch), from their JSON files:
+
+    python benchmarks/distill.py --tag ablation-vm table results/distill-agreement-*.json
 """
 
 from __future__ import annotations
@@ -116,6 +122,28 @@ def speed(args: argparse.Namespace) -> dict:
     }
 
 
+def table(args: argparse.Namespace) -> dict:
+    runs = []
+    for path in args.runs:
+        r = json.loads(Path(path).read_text())
+        if r.get("part") != "agreement":
+            continue
+        o, h = r["options"], r["history"]
+        runs.append({
+            "file": Path(path).name, "shape": r["shape"], "student": r["student"],
+            "train_images": r["train_images"], "val_images": r["val_images"],
+            "lr": o["lr"], "kl_weight": o["kl_weight"], "augment": o.get("augment", "none"),
+            "vocabulary": "trained" if o.get("train_vocabulary", True) else "frozen",
+            "epochs": h[-1]["epoch"], "before": h[0], "first": h[1] if len(h) > 1 else h[0],
+            "best": max(h[1:] or h, key=lambda e: e["token_agreement"]), "last": h[-1],
+        })  # fmt: skip
+    return {"part": "table", "runs": runs}
+
+
+def _pct(e: dict) -> str:
+    return f"{e['token_agreement']:.1%} / {e['exact_match']:.1%}"
+
+
 def markdown(result: dict, info: dict) -> str:
     lines = [
         f"# distill: {result['part']}",
@@ -141,6 +169,21 @@ def markdown(result: dict, info: dict) -> str:
         for h in result["history"]:
             lines.append(
                 f"| {h['epoch']} | {h['step']} | {h['exact_match']:.1%} | {h['token_agreement']:.1%} |"
+            )
+    elif result["part"] == "table":
+        lines += [
+            "Held-back token agreement / exact caption match with the teacher.",
+            "",
+            "| run | images (train / held back) | vocabulary | --augment | --kl-weight | --lr "
+            "| before | epoch 1 | best (epoch) | last (epoch) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in result["runs"]:
+            lines.append(
+                f"| {r['file']} | {r['train_images']} / {r['val_images']} | {r['vocabulary']} | "
+                f"{r['augment']} | {r['kl_weight']} | {r['lr']} | {_pct(r['before'])} | "
+                f"{_pct(r['first'])} | {_pct(r['best'])} ({r['best']['epoch']}) | "
+                f"{_pct(r['last'])} ({r['last']['epoch']}) |"
             )
     else:
         lines += [
@@ -185,17 +228,21 @@ def main() -> None:
         "second run with the same settings resumes)",
     )
     s = sub.add_parser("speed")
-    s.add_argument("--students", nargs="+", default=["12+6", "6+4"], help="vision+text layers")
+    s.add_argument(
+        "--students", nargs="+", default=["12+6", "8+4", "6+4"], help="vision+text layers"
+    )
     s.add_argument("--batch", type=int, default=1)
     s.add_argument("--tokens", type=int, default=20)
-    s.add_argument("--rounds", type=int, default=3)
-    s.add_argument("--attempts", type=int, default=2)
+    s.add_argument("--rounds", type=int, default=7)
+    s.add_argument("--attempts", type=int, default=3)
     s.add_argument("--tolerance", type=float, default=0.5)
     s.add_argument("--max-wait", type=float, default=30)
+    t = sub.add_parser("table")
+    t.add_argument("runs", nargs="+", help="agreement results (JSON)")
     p.add_argument("--tag", default=socket.gethostname())
     args = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    result = agreement(args) if args.part == "agreement" else speed(args)
+    result = {"agreement": agreement, "speed": speed, "table": table}[args.part](args)
     info = machine()
     result.update(machine=info, date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     RESULTS.mkdir(parents=True, exist_ok=True)
