@@ -77,11 +77,17 @@ def png(image: Image.Image) -> str:
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
+    """One Playwright driver per module: a second sync_playwright() inside it is refused."""
     with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        yield b
-        b.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    b = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+    yield b
+    b.close()
 
 
 class Bundle:
@@ -225,14 +231,13 @@ def test_tokens_equal_the_python_onnx_backend(shape, preset, overrides, request)
 
 
 @pytest.fixture(scope="module")
-def tiny_webgpu(tmp_path_factory):
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=WEBGPU_ARGS)
-        # The page asks for backend=webgpu: with no adapter it fails to load, saying so.
-        b = make_bundle(tmp_path_factory, browser, "tiny", 0, webgpu=True)
-        yield b
-        b.close()
-        browser.close()
+def tiny_webgpu(tmp_path_factory, playwright):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=WEBGPU_ARGS)
+    # The page asks for backend=webgpu: with no adapter it fails to load, saying so.
+    b = make_bundle(tmp_path_factory, browser, "tiny", 0, webgpu=True)
+    yield b
+    b.close()
+    browser.close()
 
 
 def test_webgpu_tokens_equal_the_python_onnx_backend(tiny_webgpu):
