@@ -2,6 +2,7 @@
 
     python benchmarks/index_ocr.py                  # writes benchmarks/results/index-ocr.json
     python benchmarks/index_ocr.py --repeat 3
+    python benchmarks/index_ocr.py --end-to-end --repeat 2   # `blipcap index` on 25 images
 
 A mixed library of 1600x1200 images:
 - photos without text: scikit-image's photos (astronaut, coffee, cat, rocket,
@@ -14,6 +15,13 @@ detection size (``DETECT_PX``, what ``--ocr auto`` did before and ``--ocr
 rapidocr`` still does) and with ``PHOTO_DETECT_PX`` (``--ocr auto`` now).
 Word recall = share of the rendered words found (case-insensitive, punctuation
 stripped) in the OCR text.
+
+``--end-to-end`` times the whole ``blipcap index`` command instead, as a user
+runs it, on a folder of 25 JPEGs (the 13 images above and 12 mirrored or
+rotated copies of the photos: 19 photos, 6 with text) with ``--ocr none``,
+``auto`` and ``rapidocr``, each into a new database, the modes in a rotating
+order within each round. The caption model is a random tiny checkpoint unless
+``--model`` names another, so the differences between modes are OCR's cost.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ import argparse
 import json
 import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -109,22 +119,75 @@ def recall(reference: str, found: str) -> float:
     return sum(w in got for w in wanted) / len(wanted)
 
 
+def library() -> list[tuple[str, str, Image.Image, str]]:
+    found = [(name, "photo", img, "") for name, img in photos()]
+    found += [(name, "screenshot", img, ref) for name, img, ref in screenshots()]
+    found += [(name, "sign", img, ref) for name, img, ref in signs(photos())]
+    return found
+
+
+def end_to_end(repeat: int, model: str | None, out: Path) -> None:
+    """Wall time of ``blipcap index`` on 25 JPEGs with each ``--ocr`` mode."""
+    blipcap = Path(sys.executable).with_name("blipcap")
+    work = Path(tempfile.mkdtemp(prefix="index-e2e-"))
+    folder = work / "photos"
+    folder.mkdir()
+    images = library()
+    copies = [
+        (f"{n}-mirrored", img.transpose(Image.FLIP_LEFT_RIGHT)) for n, _, img, _ in images[:7]
+    ]
+    copies += [(f"{n}-rotated", img.transpose(Image.ROTATE_180)) for n, _, img, _ in images[:5]]
+    for name, img in [(n, img) for n, _, img, _ in images] + copies:
+        img.save(folder / f"{name}.jpg", quality=90)
+    if model is None:
+        from blipcap.testing import make_random_checkpoint
+
+        model = str(work / "tiny")
+        make_random_checkpoint(model, "tiny")
+    modes = ["none", "auto", "rapidocr"]
+    seconds: dict[str, list[float]] = {m: [] for m in modes}
+    for round_ in range(repeat):
+        for mode in modes[round_ % 3 :] + modes[: round_ % 3]:
+            db = work / f"{mode}-{round_}.db"
+            cmd = [str(blipcap), "index", str(folder), "--db", str(db), "--ocr", mode]
+            start = time.perf_counter()
+            p = subprocess.run([*cmd, "--json", "--model", model], capture_output=True, text=True)
+            seconds[mode].append(round(time.perf_counter() - start, 2))
+            if p.returncode != 0:
+                sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-2000:]}")
+            summary = json.loads(p.stdout.splitlines()[-1])
+            print(mode, seconds[mode][-1], "s", summary, file=sys.stderr)
+    result = {
+        "machine": machine(),
+        "images": len(list(folder.iterdir())),
+        "model": model,
+        "repeat": repeat,
+        "seconds": seconds,
+        "median_seconds": {m: statistics.median(s) for m, s in seconds.items()},
+    }
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["median_seconds"], indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument(
-        "--out", type=Path, default=Path(__file__).parent / "results" / "index-ocr.json"
-    )
+    parser.add_argument("--end-to-end", action="store_true", help="time `blipcap index` itself")
+    parser.add_argument("--model", help="caption model for --end-to-end (default: random tiny)")
+    parser.add_argument("--out", type=Path, help="results file (JSON)")
     args = parser.parse_args()
+    results = Path(__file__).parent / "results"
+    if args.end_to_end:
+        end_to_end(args.repeat, args.model, args.out or results / "index-e2e.json")
+        return
+    args.out = args.out or results / "index-ocr.json"
 
-    library = [(name, "photo", img, "") for name, img in photos()]
-    library += [(name, "screenshot", img, ref) for name, img, ref in screenshots()]
-    library += [(name, "sign", img, ref) for name, img, ref in signs(photos())]
+    images = library()
     modes = {"full (old auto, --ocr rapidocr)": DETECT_PX, "auto": PHOTO_DETECT_PX}
-    ocr_image(library[0][2])  # load the models outside the timings
+    ocr_image(images[0][2])  # load the models outside the timings
 
     rows = []
-    for name, kind, img, ref in library:
+    for name, kind, img, ref in images:
         row = {"image": name, "kind": kind}
         for mode, px in modes.items():
             times = []
