@@ -11,6 +11,12 @@ from tests.ci_required import pytest_make_collect_report, pytest_runtest_makerep
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the model hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# PyTorch's OpenMP threads spin while they wait for work. When other processes keep the
+# cores busy, the spinning threads take turns with the ones doing the work: a tiny model's
+# 8 captions took 15-23 s instead of 0.7 s with both cores loaded. Waiting threads that
+# sleep keep the suite's time near its quiet time on a busy machine. Set before torch is
+# first imported (libgomp reads it once); subprocesses (CLI tests, benchmarks) inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _CACHE = Path(
     os.environ.get("BLIPCAP_TEST_CACHE", Path(__file__).parent.parent / ".cache" / "checkpoints")
