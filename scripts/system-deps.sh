@@ -10,6 +10,7 @@ command -v chromium >/dev/null || need+=(chromium chromium-driver)
 command -v java >/dev/null || need+=(default-jre-headless)
 command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 command -v npm >/dev/null || need+=(nodejs npm)  # axe-core for the web page's accessibility test
+command -v curl >/dev/null || need+=(curl)  # the README's curl examples (tests/e2e/test_readme_commands.py)
 # The TrueType font the OCR tests and benchmarks render known text with.
 [[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || need+=(fonts-dejavu-core)
 # OpenCV (opencv-python-headless, pulled in by rapidocr) loads GLib when imported.
