@@ -126,10 +126,28 @@ def library() -> list[tuple[str, str, Image.Image, str]]:
     return found
 
 
+IMAGES_END_TO_END = 25
+
+
 def end_to_end(repeat: int, model: str | None, out: Path) -> None:
     """Wall time of ``blipcap index`` on 25 JPEGs with each ``--ocr`` mode."""
+    with tempfile.TemporaryDirectory(prefix="index-e2e-") as tmp:
+        seconds = _time_index_modes(Path(tmp), repeat, model)
+    result = {
+        "machine": machine(),
+        "images": IMAGES_END_TO_END,
+        "model": model or "random tiny checkpoint",
+        "repeat": repeat,
+        "seconds": seconds,
+        "median_seconds": {m: statistics.median(s) for m, s in seconds.items()},
+    }
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["median_seconds"], indent=2))
+
+
+def _time_index_modes(work: Path, repeat: int, model: str | None) -> dict[str, list[float]]:
+    """Write the 25 JPEGs under ``work`` and time each ``--ocr`` mode ``repeat`` times."""
     blipcap = Path(sys.executable).with_name("blipcap")
-    work = Path(tempfile.mkdtemp(prefix="index-e2e-"))
     folder = work / "photos"
     folder.mkdir()
     images = library()
@@ -157,16 +175,8 @@ def end_to_end(repeat: int, model: str | None, out: Path) -> None:
                 sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-2000:]}")
             summary = json.loads(p.stdout.splitlines()[-1])
             print(mode, seconds[mode][-1], "s", summary, file=sys.stderr)
-    result = {
-        "machine": machine(),
-        "images": len(list(folder.iterdir())),
-        "model": model,
-        "repeat": repeat,
-        "seconds": seconds,
-        "median_seconds": {m: statistics.median(s) for m, s in seconds.items()},
-    }
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result["median_seconds"], indent=2))
+    assert len(list(folder.iterdir())) == IMAGES_END_TO_END
+    return seconds
 
 
 def main() -> None:

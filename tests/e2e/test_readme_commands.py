@@ -176,13 +176,16 @@ class Server:
 
     def __init__(self, command: str, cwd: Path, env: dict) -> None:
         self.port = free_port()
-        self.process = subprocess.Popen(
-            ["bash", "-c", f"exec {command} --port {self.port}"],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        # A file, not a pipe: a pipe nobody reads fills up and stalls the server's logging.
+        self.log = cwd / "serve.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                ["bash", "-c", f"exec {command} --port {self.port}"],
+                cwd=cwd,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and self.process.poll() is None:
             try:
@@ -194,7 +197,7 @@ class Server:
         raise AssertionError(f"`{command}` did not become ready: {self.stderr()}")
 
     def stderr(self) -> str:
-        return self.process.stderr.read().decode(errors="replace")[-2000:]
+        return self.log.read_bytes().decode(errors="replace")[-2000:]
 
     def close(self) -> None:
         self.process.terminate()
